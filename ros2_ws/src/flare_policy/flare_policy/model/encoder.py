@@ -1,0 +1,99 @@
+"""Goal-conditioned visual encoder: [CLS, camera tokens..., text tokens] -> post-LN transformer -> CLS.
+
+Parameter names follow FLaRe's `DinoTxGoalEncoder` (flare_checkpoint_spec.md section 2.1); the fusion
+attention keeps q/k/v as separate projections (the converter splits FLaRe's packed `in_proj`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import PolicyConfig
+
+
+class FusionAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x, key_mask):
+        N, S, D = x.shape
+        q, k, v = (p(x).view(N, S, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(y.transpose(1, 2).reshape(N, S, D))
+
+
+class FusionLayer(nn.Module):
+    """nn.TransformerEncoderLayer semantics: post-LN, ReLU FF, dropout after attention and FF."""
+
+    def __init__(self, dim: int, n_heads: int, ff: int, dropout: float):
+        super().__init__()
+        self.self_attn = FusionAttention(dim, n_heads, dropout)
+        self.linear1, self.linear2 = nn.Linear(dim, ff), nn.Linear(ff, dim)
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, key_mask):
+        x = self.norm1(x + self.drop(self.self_attn(x, key_mask)))
+        return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
+
+
+class FusionEncoder(nn.Module):
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(FusionLayer(cfg.d_model, cfg.fusion_heads, cfg.fusion_ff, cfg.dropout)
+                                    for _ in range(cfg.fusion_layers))
+
+    def forward(self, x, key_mask):
+        for layer in self.layers:
+            x = layer(x, key_mask)
+        return x
+
+
+def _adapter(d_in: int, d: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d), nn.LayerNorm(d), nn.ReLU())
+
+
+class GoalEncoder(nn.Module):
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.fusion_token = nn.Parameter(0.1 * torch.rand(d))
+        for cam in cfg.cameras:
+            setattr(self, f"visual_sensor_token_{cam}", nn.Parameter(0.1 * torch.rand(d)))
+        self.text_adapter = _adapter(cfg.text_dim, d)
+        if cfg.vision == "cnn":  # trainable pixels -> (visual_dim, H/p, W/p) token grid
+            c = cfg.visual_dim
+            self.visual_backbone = nn.Sequential(
+                nn.Conv2d(3, c, cfg.cnn_patch, stride=cfg.cnn_patch), nn.ReLU(),
+                nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+        self.visual_compressor = nn.Sequential(nn.Conv2d(cfg.visual_dim, d, 1), nn.ReLU(), nn.Conv2d(d, d, 1), nn.ReLU())
+        self.visual_adapter = _adapter(d, d)
+        self.fusion_xformer = FusionEncoder(cfg)
+
+    def camera_tokens(self, cam: str, x: torch.Tensor) -> torch.Tensor:
+        """x: cnn: uint8 frames (N, H, W, 3); dinov2: features (N, C, h, w). Returns (N, h*w, d)."""
+        if self.cfg.vision == "cnn":
+            x = self.visual_backbone(x.permute(0, 3, 1, 2).float() / 255.0)
+        if tuple(x.shape[-2:]) != tuple(self.cfg.visual_grid):
+            x = F.adaptive_avg_pool2d(x, self.cfg.visual_grid)
+        x = self.visual_compressor(x.float()).flatten(2).transpose(1, 2)  # (N, h*w, d), row-major
+        return self.visual_adapter(x) + getattr(self, f"visual_sensor_token_{cam}")
+
+    def forward(self, images: dict[str, torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor,
+                goal_index: torch.Tensor) -> torch.Tensor:
+        """images[cam]: (N, ...); text: (G, L, text_dim) goal bank; text_mask: (G, L) True = token;
+        goal_index: (N,) row of the bank for each item. Returns the fused observation (N, d)."""
+        N = goal_index.shape[0]
+        cams = [self.camera_tokens(cam, images[cam]) for cam in self.cfg.cameras]
+        txt = self.text_adapter(text)[goal_index]  # (N, L, d)
+        cls = self.fusion_token.expand(N, 1, -1)
+        x = torch.cat([cls, *cams, txt], dim=1)
+        n_vis = 1 + sum(c.shape[1] for c in cams)
+        keep = torch.cat([torch.ones(N, n_vis, dtype=torch.bool, device=x.device), text_mask[goal_index]], 1)
+        return self.fusion_xformer(x, keep[:, None, None, :])[:, 0]
