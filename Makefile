@@ -53,7 +53,7 @@ test: setup
 	$(PY) -m pytest tests
 
 demo: setup
-	$(VENV)/bin/flare-train demo-ros
+	$(VENV)/bin/flare-demo
 
 bench: setup
 	$(VENV)/bin/flare-policy bench kv

@@ -1,0 +1,191 @@
+"""Behaviour cloning (SPOC-style imitation pretraining): one multi-task policy from expert demonstrations.
+
+The causal decoder is trained on windows of consecutive steps (SPOC: sliding window of 100) with a
+cross-entropy loss on the expert's actions. Progress bar, TensorBoard, resumable checkpoints; the result is
+a policy bundle.
+
+    flare-train bc --config training/configs/bc_tiny.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from flare_policy.bundle import save_bundle, sim_camera
+from flare_policy.embodiments import get_embodiment
+from flare_policy.model import PRESETS, PolicyNet
+from flare_policy.text import TextEncoder
+
+from .agent import GoalBank, make_input
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+
+@dataclass
+class BCConfig:
+    data: list[str] = field(default_factory=lambda: ["data/demos"])  # demo dataset directories
+    out: str = "runs/bc/bundle"  # policy bundle written at the end (and at each checkpoint)
+    logdir: str = "runs/bc"  # TensorBoard logs + checkpoint.pt
+    preset: str = "tiny"
+    model: dict = field(default_factory=dict)  # overrides of the preset
+    embodiment: str = "sim"
+    window: int = 64  # steps per training window
+    batch_size: int = 16  # windows per batch
+    steps: int = 3000  # optimizer steps
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: int = 100
+    grad_clip: float = 1.0
+    checkpoint_every: int = 250
+    cache_shards: int = 64  # demo shards kept decompressed in memory (~70 MB each at 250 episodes)
+    seed: int = 0
+    threads: int = 2
+
+    @classmethod
+    def from_yaml(cls, path) -> "BCConfig":
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of BC options")
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown BC options {sorted(unknown)}")
+        return cls(**raw)
+
+
+def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.random.Generator) -> dict:
+    """Windows of `window` consecutive steps of a shard's concatenated episodes: a window may span several
+    episodes (the decoder's episode-aware mask keeps them apart, so no step is wasted on padding). The
+    previous-action input is n_actions at an episode's first step."""
+    out = {k: np.zeros((batch, window) + ((56, 56, 3) if k == "rgb" else ()), np.uint8 if k == "rgb" else np.int64)
+           for k in ("rgb", "action", "prev", "in_hand", "step", "goal_row")}
+    goals = []
+    for b in range(batch):
+        sid = int(rng.integers(len(dataset.shards)))
+        z, offs = dataset._shard(sid), dataset._offsets[sid]
+        n = len(z["action"])
+        a = int(rng.integers(0, max(1, n - window + 1)))
+        sl = slice(a, a + window)
+        for k in ("rgb", "action", "in_hand", "step"):
+            out[k][b] = z[k][sl]
+        prev = z["action"][max(a - 1, 0): a + window - 1].astype(np.int64)
+        out["prev"][b] = prev if a > 0 else np.r_[n_actions, prev]
+        out["prev"][b][out["step"][b] == 0] = n_actions
+        episode = np.searchsorted(offs, np.arange(a, a + window), side="right") - 1  # local episode ids
+        first = int(np.flatnonzero(dataset.ep_shard == sid)[0])
+        for e in np.unique(episode):
+            out["goal_row"][b][episode == e] = len(goals)
+            goals.append(dataset.goals[first + int(e)])
+    out["goals"] = goals
+    return out
+
+
+def bc_loss(model, batch, bank: GoalBank):
+    goal_idx = bank.index(batch["goals"])[batch["goal_row"]]
+    inp = make_input(batch["rgb"], goal_idx, batch["prev"], batch["in_hand"], batch["step"], bank)
+    logits, _, _ = model(inp)
+    target = torch.as_tensor(batch["action"], dtype=torch.long)
+    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+    acc = (logits.argmax(-1) == target).float().mean()
+    return loss, acc
+
+
+def train(cfg: BCConfig, resume: bool = True) -> Path:
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    from .dataset import DemoDataset
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    emb = get_embodiment(cfg.embodiment)
+    model_cfg = PRESETS[cfg.preset](**{"n_actions": len(emb.actions), **cfg.model})
+    model = PolicyNet(model_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
+                                              (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    logdir = Path(cfg.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = logdir / "checkpoint.pt"
+    start = 0
+    if resume and ckpt_path.exists():
+        try:
+            state = load_checkpoint(ckpt_path)
+        except CheckpointError as e:
+            sys.exit(f"flare-train bc: {e}; remove it or pass --fresh")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = json.loads(state["numpy_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        print(f"resumed from {ckpt_path} at step {start}")
+    (logdir / "bc_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    dataset = DemoDataset(cfg.data, cache_shards=cfg.cache_shards)
+    bank = GoalBank(TextEncoder("minilm"))
+    writer = SummaryWriter(str(logdir / "tb"))
+    print(f"BC: {len(dataset)} episodes, model {cfg.preset} ({model.n_trainable():,} params), "
+          f"{cfg.steps} steps of {cfg.batch_size}x{cfg.window}")
+
+    def checkpoint(step):
+        save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "step": step, "torch_rng": torch.get_rng_state(),
+                         "numpy_rng": json.dumps(rng.bit_generator.state)}, ckpt_path)
+        save_bundle(cfg.out, model, embodiment=cfg.embodiment, cameras=[sim_camera()],
+                    text_encoder={"kind": "minilm"},
+                    provenance={"trainer": "flare-train bc", "config": asdict(cfg), "step": step,
+                                "episodes": len(dataset)})
+
+    model.train()
+    t0, bar = time.time(), tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="bc", unit="step")
+    for step in bar:
+        batch = sample_batch(dataset, cfg.batch_size, cfg.window, model_cfg.n_actions, rng)
+        loss, acc = bc_loss(model, batch, bank)
+        if not torch.isfinite(loss):
+            sys.exit(f"flare-train bc: non-finite loss at step {step}; last good checkpoint kept at {ckpt_path}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            sps = (step + 1 - start) * cfg.batch_size * cfg.window / (time.time() - t0)
+            for k, v in (("loss", loss.item()), ("accuracy", acc.item()), ("grad_norm", gnorm.item()),
+                         ("lr", sched.get_last_lr()[0]), ("samples_per_s", sps)):
+                writer.add_scalar(f"bc/{k}", v, step)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.3f}")
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            checkpoint(step + 1)
+    writer.close()
+    if start >= cfg.steps and not Path(cfg.out).exists():
+        checkpoint(cfg.steps)
+    print(f"bundle written to {cfg.out}")
+    return Path(cfg.out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="flare-train bc", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML file of BCConfig options (see training/configs/bc_tiny.yaml)")
+    p.add_argument("--data", nargs="+", help="demo dataset directories (overrides the config)")
+    p.add_argument("--out", help="output bundle directory")
+    p.add_argument("--logdir", help="TensorBoard + checkpoint directory")
+    p.add_argument("--steps", type=int, help="optimizer steps")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --logdir")
+    a = p.parse_args(argv)
+    cfg = BCConfig.from_yaml(a.config) if a.config else BCConfig()
+    for k in ("data", "out", "logdir", "steps"):
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
+    train(cfg, resume=not a.fresh)
+    return 0
