@@ -78,7 +78,8 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
     bank = GoalBank(text_encoder or TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path")))
     seeds = split_seeds(split, episodes, offset=seed_offset)
     n_envs = max(1, min(n_envs, episodes))
-    envs = [make_env(task, embodiment=embodiment or bundle.embodiment.name) for _ in range(n_envs)]
+    embodiment = embodiment or bundle.embodiment.name
+    envs = [make_env(task, embodiment=embodiment) for _ in range(n_envs)]
     cache = model.new_cache(n_envs, kv_window)
     gen = torch.Generator().manual_seed(12345)
     start_idx = bundle.config.n_actions
@@ -132,8 +133,9 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
                 r["success"] = bool(info.get("success", False))
                 r["pct_rooms"] = info.get("pct_rooms")
                 exp_len = r["info"].get("expert_length")
-                r["expert_length"] = int(exp_len if exp_len is not None else expert_length(task, r["seed"]))
-                r["sel"] = sel(r["success"], r["length"], r["expert_length"])
+                r["expert_length"] = int(exp_len if exp_len is not None
+                                         else expert_length(task, r["seed"], embodiment=embodiment))
+                r["sel"] = sel(r["success"], r["length"], r["expert_length"])  # None: no expert length
                 del r["info"]
                 if i in frames:
                     frames[i].append(_annotate(o["rgb"], o["goal"], "success" if r["success"] else "failure",
@@ -146,7 +148,7 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
     summary = {
         "task": task, "split": split, "episodes": episodes, "greedy": greedy, "bundle": str(bundle.path),
         "success": wilson_ci(int(sum(succ)), len(succ)),
-        "sel": mean_ci([r["sel"] for r in results]),
+        "sel": mean_ci([r["sel"] or 0.0 for r in results]),  # FLaRe logs an undefined SEL as 0
         "episode_length": mean_ci([r["length"] for r in results]),
     }
     if results and results[0].get("pct_rooms") is not None:
