@@ -133,6 +133,10 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
 
     dataset = DemoDataset(cfg.data, cache_shards=cfg.cache_shards)
     bank = GoalBank(TextEncoder("minilm"))
+    t_text = time.time()
+    bank.text_encoder.prefetch(dataset.goals)
+    bank.index(sorted(set(dataset.goals)))
+    print(f"encoded {len(bank)} distinct goals in {time.time() - t_text:.1f} s")
     writer = SummaryWriter(str(logdir / "tb"))
     print(f"BC: {len(dataset)} episodes, model {cfg.preset} ({model.n_trainable():,} params), "
           f"{cfg.steps} steps of {cfg.batch_size}x{cfg.window}")

@@ -20,6 +20,11 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "stretch_executor = flare_bringup.executor_node:stretch_main",
+            "locobot_executor = flare_bringup.executor_node:locobot_main",
+            "realsense_camera = flare_bringup.realsense_camera:main",
+            "sim_robot = flare_bringup.sim_robot:main",
+            "flare-demo = flare_bringup.demo:main",
             # executables are registered by the modules that implement them (see README)
         ],
     },

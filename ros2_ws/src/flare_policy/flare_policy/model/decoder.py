@@ -49,10 +49,14 @@ class KVCache:
 
     def reset(self, envs: torch.Tensor | None = None) -> None:
         """Forget the context of the given envs (bool mask or indices); all envs if None."""
+        # Not in place: after a step under torch.inference_mode() `length` is an inference tensor, which
+        # cannot be modified in place outside it (PolicyRunner.start_episode after act()).
         if envs is None:
-            self.length.zero_()
+            self.length = torch.zeros_like(self.length)
         else:
-            self.length[envs] = 0
+            length = self.length.clone()
+            length[envs] = 0
+            self.length = length
 
     def advance(self) -> tuple[int, int, torch.Tensor]:
         """Claim the slot for the next step; returns (slot, n_slots_in_use, attention mask (B, 1, 1, n))."""
