@@ -1,0 +1,218 @@
+"""policy_node in its own process against an in-test robot (cameras + executor) over real rclpy.
+
+One node process serves the whole module (each test starts its own episode with a new goal, which preempts
+whatever the previous test left running); the last test shuts it down with SIGTERM. Timeouts are short
+(frame/command timeouts 1.5 s) to keep the module fast.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+from ros_helpers import Harness, make_image, new_domain, policy_node, tiny_bundle  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+TIMEOUT_S = 1.5
+MAX_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("policy_node")
+    domain, env = new_domain()
+    bundle = tiny_bundle(tmp)
+    proc = policy_node("policy_node", bundle, env, tmp, frame_timeout_s=TIMEOUT_S, command_timeout_s=TIMEOUT_S,
+                       max_frame_age_s=0.5, max_steps=MAX_STEPS)
+    h = Harness(domain)
+    try:
+        assert h.wait_subscribers(h.goal_pub, timeout=60), f"node did not come up:\n{proc.output()[-3000:]}"
+        assert h.wait_subscribers(h.image_pub, timeout=10)
+        yield h, proc
+    finally:
+        h.close()
+        proc.stop()
+
+
+def _alive(proc):
+    assert proc.alive(), f"policy_node died:\n{proc.output()[-4000:]}"
+
+
+def test_no_command_before_robot_ready(live):
+    h, proc = live
+    ep = h.start_episode("go to the red ball")
+    h.start_pump()
+    time.sleep(1.0)
+    assert h.motion_commands() == [], "a command was sent before the robot reported ready"
+    assert h.statuses(ep)[-1]["state"] == "paused"
+    h.mode = "auto"
+    h.publish_ready(True)
+    assert h.wait(lambda: len(h.episode_commands(ep)) >= 1, 15.0), "no command after ready"
+    _alive(proc)
+
+
+def test_closed_loop_protocol_and_max_steps(live):
+    h, proc = live
+    h.mode = "auto"
+    h.stop_pump()  # frames now come only from the executor: one stale (before the result), then the pump
+    ep = h.start_episode("find the blue key")
+    h.start_pump(rate=25)
+    out = h.outcome_of(ep, timeout=40.0)
+    assert out is not None and out["outcome"] == "max_steps", out
+    cmds = h.episode_commands(ep)
+    motion = [c for c in cmds if c["action"] != "stop"]
+    assert len(motion) == MAX_STEPS
+    ids = [c["id"] for c in cmds]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids), f"ids not increasing: {ids}"
+    assert [c["id"] for c in motion] == list(range(motion[0]["id"], motion[0]["id"] + MAX_STEPS))
+    assert cmds[-1]["action"] == "stop", "max_steps must end with a stop"
+    assert not h.violations, h.violations
+    steps = h.statuses(ep, with_command=True)
+    assert [st["decision_step"] for st in steps] == list(range(MAX_STEPS))
+    for prev, st in zip([None] + steps[:-1], steps):
+        fs = list(st["frame_stamps"].values())
+        assert all(f > st["after_stamp"] for f in fs), st
+        assert not set(fs) & set(h.stale_stamps), "acted on a frame stamped before the result"
+        if prev is not None:  # the wait was for the previous command's result
+            assert st["after_stamp"] == pytest.approx(h.sent_results[prev["command_id"]], abs=1e-6)
+        assert st["latency_ms"] > 0 and len(st["top"]) == 3 and abs(sum(st["probs"].values()) - 1) < 1e-2
+    _alive(proc)
+
+
+def test_runstop_pauses_without_timing_out(live):
+    h, proc = live
+    h.mode = "auto"
+    h.start_pump()
+    ep = h.start_episode("locate the green box")
+    assert h.wait(lambda: len(h.episode_commands(ep)) >= 2, 15.0)
+    h.publish_ready(False)
+    time.sleep(0.3)  # one command may have been in flight
+    n = len(h.episode_commands(ep))
+    time.sleep(TIMEOUT_S + 0.7)  # longer than the timeouts: the episode clock must be paused
+    assert len(h.episode_commands(ep)) == n, "commands sent while the robot was not ready"
+    last = h.statuses(ep)[-1]
+    assert last["state"] == "paused" and last["outcome"] is None, last
+    h.publish_ready(True)
+    assert h.wait(lambda: len(h.episode_commands(ep)) > n, 15.0), "did not resume after ready"
+    assert h.statuses(ep)[-1]["outcome"] in (None, "max_steps")
+    _alive(proc)
+
+
+def test_new_goal_preempts_and_resets(live):
+    h, proc = live
+    h.mode = "auto"
+    h.start_pump()
+    a = h.start_episode("pick up the yellow ball")
+    assert h.wait(lambda: len(h.statuses(a, with_command=True)) >= 3, 15.0)
+    n_stop = len(h.stops())
+    b = h.start_episode("find the purple key")
+    assert b == a + 1
+    assert h.wait(lambda: len(h.statuses(b, with_command=True)) >= 2, 15.0)
+    assert len(h.stops()) > n_stop, "preemption must send stop"
+    assert h.outcome_of(a, 10.0)["outcome"] == "preempted"
+    first = h.statuses(b, with_command=True)[0]
+    assert first["decision_step"] == 0 and first["goal"] == "find the purple key"
+    _alive(proc)
+
+
+def test_bad_goals_rejected(live):
+    h, proc = live
+    h.mode = "auto"
+    h.start_pump()
+    ep = h.start_episode("navigate to the grey box")
+    for bad in ["", "   \n\t ", "x" * 5000]:
+        n = len(h.statuses())
+        h.publish_goal(bad)
+        assert h.wait(lambda: any("rejected_goal" in st for st in h.statuses()[n:]), 15.0), repr(bad[:10])
+    assert h.statuses()[-1]["episode"] == ep, "a rejected goal must not replace the running episode"
+    n = len(h.episode_commands(ep))
+    assert h.wait(lambda: len(h.episode_commands(ep)) > n, 15.0), "the running episode stopped"
+    assert "goal rejected" in proc.output()
+    _alive(proc)
+
+
+def test_invalid_frames_never_acted_on(live):
+    h, proc = live
+    h.mode = None
+    h.stop_pump()
+    ep = h.start_episode("search for the red box")
+    bad = [make_image(encoding="mono8"), make_image(encoding="32FC3", data=b"\xff\xff\xc0\x7f" * (56 * 56 * 3),
+                                                      step=56 * 12),  # NaNs
+           make_image(encoding="rgba8"), make_image(h=56, w=56, data=b"\x00" * 100),  # truncated
+           make_image(h=56, w=56, step=100), make_image(h=0, w=0, data=b""), make_image(h=4, w=4),
+           make_image(stamp=0.0), make_image(encoding="")]
+    for _ in range(5):
+        for m in bad:
+            h.publish_frame(msg=m)
+            time.sleep(0.005)
+    time.sleep(0.5)
+    assert h.episode_commands(ep) == [], "acted on an invalid frame"
+    _alive(proc)
+    h.publish_frame()  # one valid frame: the node must still work
+    assert h.wait(lambda: len(h.episode_commands(ep)) == 1, 15.0)
+    assert "rejected frame" in proc.output()
+    assert h.wait(lambda: any(int(dict((kv.key, kv.value) for kv in s.values).get("invalid", 0)) > 0
+                              for m in h.diagnostics for s in m.status), 15.0), "diagnostics miss invalid frames"
+
+
+def test_stale_frames_then_camera_timeout(live):
+    h, proc = live
+    h.stop_pump()
+    h.mode = "auto"
+    h.stale_after_result = False
+    h.result_stamp_offset = -3.0  # results stamped 3 s ago: frames 1 s old are newer but too old to use
+    h.auto_delay = 0.8  # by the time the result comes, the frame the first command came from is 0.8 s old
+    try:
+        ep = h.start_episode("go to the blue ball")
+        h.publish_frame()
+        assert h.wait(lambda: len(h.episode_commands(ep)) == 1, 15.0)
+        h.start_pump(age=1.0)  # newer than the result's stamp, older than max_frame_age_s
+        out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+        assert out is not None and out["outcome"] == "camera_timeout", out
+        cmds = h.episode_commands(ep)
+        assert [c["action"] for c in cmds][1:] == ["stop"], f"acted on stale frames: {cmds}"
+    finally:
+        h.stale_after_result = True
+        h.result_stamp_offset = 0.0
+        h.auto_delay = 0.01
+    # a camera that stops altogether
+    h.stop_pump()
+    ep = h.start_episode("go to the green key")
+    h.publish_frame()
+    assert h.wait(lambda: len(h.episode_commands(ep)) >= 1, 15.0)
+    out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+    assert out is not None and out["outcome"] == "camera_timeout", out
+    assert [c["action"] for c in h.episode_commands(ep)][-1] == "stop"
+    assert len([c for c in h.episode_commands(ep) if c["action"] != "stop"]) == 1
+    _alive(proc)
+
+
+def test_executor_never_acknowledges(live):
+    h, proc = live
+    h.mode = "silent"
+    h.start_pump()
+    ep = h.start_episode("find the yellow key")
+    out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+    assert out is not None and out["outcome"] == "timeout", out
+    cmds = h.episode_commands(ep)
+    assert [c["action"] for c in cmds][-1] == "stop" and len(cmds) == 2, cmds
+    _alive(proc)
+
+
+def test_sigterm_publishes_stop_and_exits_cleanly(live):
+    h, proc = live
+    h.mode = "auto"
+    h.start_pump()
+    ep = h.start_episode("locate the purple ball")
+    assert h.wait(lambda: len(h.episode_commands(ep)) >= 2, 15.0)
+    n = len(h.stops())
+    proc.send(signal.SIGTERM)
+    rc = proc.wait(30.0)
+    assert rc == 0, proc.output()[-3000:]
+    assert h.wait(lambda: len(h.stops()) > n, 10.0), "no stop on SIGTERM"
+    assert h.outcome_of(ep, 10.0)["outcome"] == "shutdown"
+    assert "Traceback" not in proc.output()
