@@ -64,22 +64,28 @@ class BCConfig:
 def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.random.Generator) -> dict:
     """Windows of `window` consecutive steps of a shard's concatenated episodes: a window may span several
     episodes (the decoder's episode-aware mask keeps them apart, so no step is wasted on padding). The
-    previous-action input is n_actions at an episode's first step."""
+    previous-action input is n_actions at an episode's first step. Only a shard shorter than the window is
+    padded (`valid` False, excluded from the loss)."""
     out = {k: np.zeros((batch, window) + ((56, 56, 3) if k == "rgb" else ()), np.uint8 if k == "rgb" else np.int64)
            for k in ("rgb", "action", "prev", "in_hand", "step", "goal_row")}
+    out["valid"] = np.zeros((batch, window), bool)
     goals = []
     for b in range(batch):
         sid = int(rng.integers(len(dataset.shards)))
         z, offs = dataset._shard(sid), dataset._offsets[sid]
         n = len(z["action"])
         a = int(rng.integers(0, max(1, n - window + 1)))
-        sl = slice(a, a + window)
+        m = min(window, n - a)
         for k in ("rgb", "action", "in_hand", "step"):
-            out[k][b] = z[k][sl]
-        prev = z["action"][max(a - 1, 0): a + window - 1].astype(np.int64)
-        out["prev"][b] = prev if a > 0 else np.r_[n_actions, prev]
+            out[k][b, :m] = z[k][a:a + m]
+            out[k][b, m:] = z[k][a + m - 1]
+        out["step"][b, m:] += np.arange(1, window - m + 1)  # padding never looks like an episode start
+        out["valid"][b, :m] = True
+        out["prev"][b, 1:] = out["action"][b, :-1]
+        out["prev"][b, 0] = z["action"][a - 1] if a > 0 else n_actions
         out["prev"][b][out["step"][b] == 0] = n_actions
-        episode = np.searchsorted(offs, np.arange(a, a + window), side="right") - 1  # local episode ids
+        episode = np.searchsorted(offs, np.arange(a, a + m), side="right") - 1  # local episode ids
+        episode = np.r_[episode, np.full(window - m, episode[-1])]
         first = int(np.flatnonzero(dataset.ep_shard == sid)[0])
         for e in np.unique(episode):
             out["goal_row"][b][episode == e] = len(goals)
@@ -93,8 +99,9 @@ def bc_loss(model, batch, bank: GoalBank):
     inp = make_input(batch["rgb"], goal_idx, batch["prev"], batch["in_hand"], batch["step"], bank)
     logits, _, _ = model(inp)
     target = torch.as_tensor(batch["action"], dtype=torch.long)
-    loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
-    acc = (logits.argmax(-1) == target).float().mean()
+    valid = torch.as_tensor(batch["valid"])
+    loss = F.cross_entropy(logits[valid], target[valid])
+    acc = (logits[valid].argmax(-1) == target[valid]).float().mean()
     return loss, acc
 
 

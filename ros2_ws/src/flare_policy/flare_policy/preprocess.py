@@ -61,6 +61,8 @@ def prepare_frame(img: np.ndarray, spec: CameraSpec, rotate_deg: int = 0) -> np.
     img = rotate(img, rotate_deg)
     rh, rw = spec.resize
     H, W = img.shape[:2]
+    if (H, W) == tuple(spec.crop):  # already the policy input (FLaRe's simulator renders 224x384 after its crop)
+        return np.ascontiguousarray(img)
     if (H, W) != (rh, rw):
         # crop to the target aspect ratio, then resize
         if W * rh > H * rw:

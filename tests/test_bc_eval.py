@@ -1,0 +1,100 @@
+"""Behaviour cloning and evaluation on real mini-CHORES demos (tiny budgets)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from flare_policy.bundle import load_bundle
+from flare_training.bc import BCConfig, sample_batch, train
+from flare_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from flare_training.dataset import DemoDataset
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos")
+    cmd = [sys.executable, "-m", "flare_training.cli", "demos", "--task", "pickup,objectnav", "--episodes", "12",
+           "--out", str(out), "--workers", "1", "--shard-size", "6", "--quiet"]
+    subprocess.run(cmd, check=True, timeout=300)
+    return out
+
+
+def test_packed_windows_follow_episodes(demos):
+    ds = DemoDataset([demos])
+    batch = sample_batch(ds, 6, 24, 8, np.random.default_rng(0))
+    step, prev, act = batch["step"], batch["prev"], batch["action"]
+    assert batch["valid"].any()
+    # previous action is the start index exactly at episode starts, the action before otherwise
+    assert (prev[step == 0] == 8).all()
+    inner = (step[:, 1:] != 0)
+    assert (prev[:, 1:][inner] == act[:, :-1][inner]).all()
+    # steps count up by one inside an episode
+    assert ((step[:, 1:] == step[:, :-1] + 1) | (step[:, 1:] == 0)).all()
+    # each episode inside a window keeps one goal
+    for b in range(6):
+        episode = np.cumsum(step[b] == 0)
+        for e in np.unique(episode):
+            assert len(set(batch["goal_row"][b][episode == e])) == 1
+
+
+def test_window_longer_than_a_shard_is_padded_and_masked(demos):
+    ds = DemoDataset([demos])
+    longest = max(len(ds._offsets[s]) and ds._offsets[s][-1] for s in range(len(ds.shards)))
+    batch = sample_batch(ds, 3, int(longest) + 5, 8, np.random.default_rng(1))
+    assert (~batch["valid"]).any(axis=1).all()  # every window runs past its shard
+    assert not (batch["step"][~batch["valid"]] == 0).any()
+
+
+def test_bc_writes_bundle_and_resumes(demos, tmp_path):
+    cfg = BCConfig(data=[str(demos)], out=str(tmp_path / "bundle"), logdir=str(tmp_path / "log"), steps=30,
+                   batch_size=4, window=16, lr=2e-3, warmup=5, checkpoint_every=15, threads=1)
+    train(cfg)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.embodiment.name == "sim" and bundle.meta["provenance"]["step"] == 30
+    state = load_checkpoint(tmp_path / "log" / "checkpoint.pt")
+    assert state["step"] == 30
+    # resuming a finished run does no further steps and keeps the weights
+    before = {k: v.clone() for k, v in bundle.model.state_dict().items()}
+    train(cfg)
+    after = load_bundle(tmp_path / "bundle").model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # longer budget continues from step 30, not from scratch
+    cfg.steps = 40
+    train(cfg)
+    assert load_checkpoint(tmp_path / "log" / "checkpoint.pt")["step"] == 40
+
+
+def test_checkpoint_corruption_is_reported(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint({"x": torch.ones(3), "step": 1}, path)
+    assert load_checkpoint(path)["step"] == 1
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+
+
+def test_eval_is_deterministic_and_reports_metrics(tmp_path):
+    from flare_policy.bundle import save_bundle, sim_camera
+    from flare_policy.model import PolicyNet, tiny
+    from flare_training.evaluate import evaluate
+
+    torch.manual_seed(0)
+    save_bundle(tmp_path / "b", PolicyNet(tiny()), embodiment="sim", cameras=[sim_camera()],
+                text_encoder={"kind": "minilm"})
+    bundle = load_bundle(tmp_path / "b")
+    runs = [evaluate(bundle, "pickup", 6, n_envs=3, progress=False, greedy=False, video_dir=tmp_path / "v",
+                     n_videos=1) for _ in range(2)]
+    assert runs[0]["per_episode"] == runs[1]["per_episode"]
+    s = runs[0]
+    assert s["success"]["n"] == 6 and 0 <= s["success"]["mean"] <= 1
+    assert all(r["length"] >= 1 and r["expert_length"] > 0 for r in s["per_episode"])
+    assert len({r["seed"] for r in s["per_episode"]}) == 6
+    assert list((tmp_path / "v").glob("pickup_000_*.gif"))
+    json.dumps({k: v for k, v in s.items() if k != "per_episode"})
