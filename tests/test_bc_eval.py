@@ -73,6 +73,16 @@ def test_checkpoint_corruption_is_reported(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint({"x": torch.ones(3), "step": 1}, path)
     assert load_checkpoint(path)["step"] == 1
+    # a kill between the data rename and the checksum rename: new data, old checksum, pending checksum
+    pending = path.with_name("c.pt.sha256.pending")
+    save_checkpoint({"x": torch.ones(3), "step": 2}, tmp_path / "new.pt")
+    (tmp_path / "new.pt").replace(path)
+    (tmp_path / "new.pt.sha256").replace(pending)
+    assert load_checkpoint(path)["step"] == 2
+    pending.unlink()
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(path)
+    save_checkpoint({"x": torch.ones(3), "step": 1}, path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -1,7 +1,9 @@
 """Atomic, checksummed training checkpoints that load without unpickling code.
 
-A checkpoint is written to a temp file, fsynced and renamed over the old one, with a sidecar
-`<name>.sha256`; loading verifies the checksum and uses `torch.load(weights_only=True)`.
+A checkpoint is written to a temp file and fsynced; its checksum goes to `<name>.sha256.pending`, then the data
+and the checksum are renamed into place in that order. A kill between the two renames leaves new data with the
+old `<name>.sha256` but a matching `.pending`, which the loader accepts; loading verifies the checksum and uses
+`torch.load(weights_only=True)`.
 """
 from __future__ import annotations
 
@@ -41,17 +43,16 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 def save_checkpoint(state: dict, path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sums, pending = path.with_name(path.name + ".sha256"), path.with_name(path.name + ".sha256.pending")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         torch.save(state, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        digest = _sha256(Path(tmp))
-        # the checksum is written first under a temp name, so a crash between the two renames leaves a
-        # checksum that does not match -> the loader reports it instead of silently trusting a stale file
+        _atomic_write_bytes(pending, (_sha256(Path(tmp)) + "\n").encode())
         os.replace(tmp, path)
-        _atomic_write_bytes(path.with_name(path.name + ".sha256"), (digest + "\n").encode())
+        os.replace(pending, sums)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -61,10 +62,12 @@ def load_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint")
-    sums = path.with_name(path.name + ".sha256")
-    if not sums.is_file():
-        raise CheckpointError(f"{path}: checksum file {sums.name} missing (interrupted write?)")
-    if sums.read_text().strip() != _sha256(path):
+    digest = _sha256(path)
+    sums = [path.with_name(path.name + ext) for ext in (".sha256", ".sha256.pending")]
+    known = [p.read_text().strip() for p in sums if p.is_file()]
+    if not known:
+        raise CheckpointError(f"{path}: checksum file {sums[0].name} missing (interrupted write?)")
+    if digest not in known:
         raise CheckpointError(f"{path}: checksum mismatch (corrupt or interrupted write)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
