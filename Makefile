@@ -18,7 +18,7 @@ help:
 	@echo "make demo   - set up (.venv) and run the closed-loop simulated-robot demo"
 	@echo "make test   - set up (.venv) and run the tests"
 	@echo "make setup  - only set up the virtual environment"
-	@echo "make bench  - model benchmarks (flare-policy bench kv / step)"
+	@echo "make bench  - benchmarks (flare-policy bench kv/step/node, flare-train bench throughput)"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -58,6 +58,8 @@ demo: setup
 bench: setup
 	$(VENV)/bin/flare-policy bench kv
 	$(VENV)/bin/flare-policy bench step
+	$(VENV)/bin/flare-policy bench node
+	$(VENV)/bin/flare-train bench throughput
 
 clean:
 	rm -rf $(VENV) runs

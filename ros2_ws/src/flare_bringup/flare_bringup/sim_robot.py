@@ -43,6 +43,7 @@ import numpy as np
 from flare_policy.embodiments import SIM_ACTIONS
 from flare_policy.protocol import (COMMAND_TOPIC, GOAL_TOPIC, OUTCOME_TOPIC, READY_TOPIC, RESULT_TOPIC, STOP,
                                    Command, CommandResult, ProtocolError)
+from flare_policy.rosutil import shutdown_executor
 
 NODE_NAME = "sim_robot"
 CAMERA_TOPIC = "/camera/color/image_raw"
@@ -377,12 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         while not stop.is_set() and rclpy.ok():
             ex.spin_once(timeout_sec=0.1)
         node.shutdown()
-        # Let callbacks already handed to the worker threads finish while the executor is intact (otherwise
-        # rclpy reports "exception never retrieved: cannot use Destroyable" from its wake-up guard condition).
-        pool = getattr(ex, "_executor", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        ex.shutdown(timeout_sec=2.0)
+        shutdown_executor(ex)
         return 0
     finally:
         if node is not None:

@@ -46,6 +46,7 @@ import numpy as np
 from .preprocess import FrameError, image_to_array
 from .protocol import (COMMAND_TOPIC, GOAL_TOPIC, READY_TOPIC, RESULT_TOPIC, STATUS_TOPIC, STOP, Command,
                        CommandResult, ProtocolError)
+from .rosutil import shutdown_executor
 
 NODE_NAME = "policy_node"
 MIN_SIDE = 8  # frames with a side below this many pixels are rejected as implausible
@@ -769,12 +770,7 @@ def main(argv: list[str] | None = None) -> int:
         if got_signal:
             node.get_logger().info(f"signal {signal.Signals(got_signal[0]).name}: stopping the robot and exiting")
         node.shutdown_stop()
-        # Let callbacks already handed to the worker threads finish while the executor is intact (otherwise
-        # rclpy reports "exception never retrieved: cannot use Destroyable" from its wake-up guard condition).
-        pool = getattr(executor, "_executor", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
-        executor.shutdown(timeout_sec=2.0)
+        shutdown_executor(executor)
         return 0
     finally:
         if node is not None:

@@ -254,8 +254,8 @@ class StretchDriverBackend(RobotDriver):
         self._request_limits()
 
     def _request_limits(self) -> None:
-        self._last_limits_request_t = time.monotonic()
-        if self._limits_srv.service_is_ready():
+        if self._limits_srv.service_is_ready():  # not discovered yet: is_ready() asks again on its next call
+            self._last_limits_request_t = time.monotonic()
             self._limits_srv.call_async(self._trigger.Request())
 
     def is_ready(self) -> tuple[bool, str]:
@@ -264,8 +264,11 @@ class StretchDriverBackend(RobotDriver):
             return False, f"no joint states on {self.cfg.joint_states_topic} yet (is stretch_driver running?)"
         if now - self._positions_t > self.cfg.joint_state_timeout_s:
             return False, f"joint states on {self.cfg.joint_states_topic} are stale ({now - self._positions_t:.1f} s)"
-        if not self._limits and now - self._last_limits_request_t > 2.0:
-            self._request_limits()  # keep asking; defaults apply meanwhile
+        if not self._limits:
+            # never move on guessed limits: this robot's /joint_limits must have arrived first
+            if now - self._last_limits_request_t > 2.0:
+                self._request_limits()
+            return False, f"waiting for joint limits ({self.cfg.get_joint_states_service} -> /joint_limits)"
         mode = self._mode
         if mode is None:
             return False, f"no stretch_driver mode on {self.cfg.mode_topic} yet"
