@@ -17,7 +17,8 @@ from ros_helpers import Harness, make_image, new_domain, policy_node, tiny_bundl
 
 pytestmark = pytest.mark.ros
 
-TIMEOUT_S = 1.5
+TIMEOUT_S = 1.5  # frame timeout
+COMMAND_TIMEOUT_S = 4.0  # the harness answers from the test process; leave it room on a busy runner
 MAX_STEPS = 12
 
 
@@ -26,7 +27,7 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policy_node")
     domain, env = new_domain()
     bundle = tiny_bundle(tmp)
-    proc = policy_node("policy_node", bundle, env, tmp, frame_timeout_s=TIMEOUT_S, command_timeout_s=TIMEOUT_S,
+    proc = policy_node("policy_node", bundle, env, tmp, frame_timeout_s=TIMEOUT_S, command_timeout_s=COMMAND_TIMEOUT_S,
                        max_frame_age_s=0.5, max_steps=MAX_STEPS)
     h = Harness(domain)
     try:
@@ -92,7 +93,7 @@ def test_runstop_pauses_without_timing_out(live):
     h.publish_ready(False)
     time.sleep(0.3)  # one command may have been in flight
     n = len(h.episode_commands(ep))
-    time.sleep(TIMEOUT_S + 0.7)  # longer than the timeouts: the episode clock must be paused
+    time.sleep(COMMAND_TIMEOUT_S + 0.7)  # longer than both timeouts: the episode clock must be paused
     assert len(h.episode_commands(ep)) == n, "commands sent while the robot was not ready"
     last = h.statuses(ep)[-1]
     assert last["state"] == "paused" and last["outcome"] is None, last
@@ -196,7 +197,7 @@ def test_executor_never_acknowledges(live):
     h.mode = "silent"
     h.start_pump()
     ep = h.start_episode("find the yellow key")
-    out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+    out = h.outcome_of(ep, timeout=COMMAND_TIMEOUT_S + 15.0)
     assert out is not None and out["outcome"] == "timeout", out
     cmds = h.episode_commands(ep)
     assert [c["action"] for c in cmds][-1] == "stop" and len(cmds) == 2, cmds
