@@ -16,12 +16,27 @@ import time
 from pathlib import Path
 
 _counter = itertools.count()
+_held_domains: list = []  # lock files kept open for the life of this process
 
 
 def unique_domain_id() -> int:
-    """A ROS domain id in 1..200, different for successive calls of this process and (very likely) from
-    other processes (derived from the pid)."""
-    return 1 + (os.getpid() * 13 + next(_counter)) % 200
+    """A ROS domain id in 1..200 that no other live process of this machine holds: ids are tried from a
+    pid-derived start and claimed with an exclusive lock on a file in the temp directory, released when
+    this process exits."""
+    import fcntl
+
+    start = os.getpid() * 13 + next(_counter)
+    for k in range(200):
+        domain = 1 + (start + k) % 200
+        f = open(Path(tempfile.gettempdir()) / f"flare_ros_domain_{domain}.lock", "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _held_domains.append(f)
+        return domain
+    raise RuntimeError("no free ROS domain id in 1..200 on this machine")
 
 
 def ros_env(domain_id: int, extra: dict | None = None) -> dict:
