@@ -44,7 +44,7 @@ def test_packed_windows_follow_episodes(demos):
 
 def test_window_longer_than_a_shard_is_padded_and_masked(demos):
     ds = DemoDataset([demos])
-    longest = max(len(ds._offsets[s]) and ds._offsets[s][-1] for s in range(len(ds.shards)))
+    longest = max(ds.shard_offsets(s)[-1] for s in range(len(ds.shards)))
     batch = sample_batch(ds, 3, int(longest) + 5, 8, np.random.default_rng(1))
     assert (~batch["valid"]).any(axis=1).all()  # every window runs past its shard
     assert not (batch["step"][~batch["valid"]] == 0).any()

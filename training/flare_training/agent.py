@@ -53,12 +53,3 @@ def make_input(rgb, goal_index, prev_action, in_hand, step, bank: GoalBank, devi
     text, mask = bank.tensors(device)
     return PolicyInput({NAV_CAMERA: torch.as_tensor(np.asarray(rgb), device=device)}, text, mask,
                        t(goal_index), t(prev_action), t(in_hand), t(step))
-
-
-def previous_actions(actions: np.ndarray, step: np.ndarray, start_index: int) -> np.ndarray:
-    """(B, T) actions taken and episode steps -> the previous-action input (start_index at step 0).
-    The first column, when not an episode start, has no known predecessor and also gets start_index."""
-    prev = np.full_like(actions, start_index)
-    prev[:, 1:] = actions[:, :-1]
-    prev[step == 0] = start_index
-    return prev

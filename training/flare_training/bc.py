@@ -72,7 +72,7 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
     goals = []
     for b in range(batch):
         sid = int(rng.integers(len(dataset.shards)))
-        z, offs = dataset._shard(sid), dataset._offsets[sid]
+        z, offs = dataset.shard_arrays(sid), dataset.shard_offsets(sid)
         n = len(z["action"])
         a = int(rng.integers(0, max(1, n - window + 1)))
         m = min(window, n - a)
@@ -86,7 +86,7 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
         out["prev"][b][out["step"][b] == 0] = n_actions
         episode = np.searchsorted(offs, np.arange(a, a + m), side="right") - 1  # local episode ids
         episode = np.r_[episode, np.full(window - m, episode[-1])]
-        first = int(np.flatnonzero(dataset.ep_shard == sid)[0])
+        first = int(dataset.shard_episodes(sid)[0])
         for e in np.unique(episode):
             out["goal_row"][b][episode == e] = len(goals)
             goals.append(dataset.goals[first + int(e)])
