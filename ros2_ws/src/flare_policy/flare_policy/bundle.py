@@ -15,8 +15,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .embodiments import Embodiment, get_embodiment
+
+if TYPE_CHECKING:  # torch stays unimported until a bundle is loaded
+    from .model import PolicyConfig, PolicyNet
 
 SCHEMA_VERSION = 1
 FORMAT = "flare-policy-bundle"
@@ -67,15 +71,15 @@ def sim_camera(name: str = "raw_navigation_camera", size: int = 56) -> CameraSpe
 @dataclass
 class Bundle:
     path: Path
-    config: "object"  # flare_policy.model.PolicyConfig
+    config: PolicyConfig
     embodiment: Embodiment
     actions: tuple[str, ...]
     cameras: list[CameraSpec]
     text_encoder: dict
     vision_encoder: dict
     provenance: dict
-    model: "object"  # PolicyNet, eval mode
-    critic: "object | None" = None
+    model: PolicyNet  # eval mode
+    critic: PolicyNet | None = None
     meta: dict = field(default_factory=dict)
 
     def action_mask(self):
