@@ -18,13 +18,16 @@ class FusionAttention(nn.Module):
         self.n_heads, self.dropout = n_heads, dropout
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
-    def forward(self, x, key_mask):
+    def forward(self, x, key_mask, queries: int | None = None):
+        """x: (N, S, D). queries: only the first `queries` positions attend (all keys are still used)."""
         N, S, D = x.shape
-        q, k, v = (p(x).view(N, S, self.n_heads, D // self.n_heads).transpose(1, 2)
-                   for p in (self.q_proj, self.k_proj, self.v_proj))
+        Q = S if queries is None else queries
+        split = lambda t, n: t.view(N, n, self.n_heads, D // self.n_heads).transpose(1, 2)  # noqa: E731
+        q = split(self.q_proj(x[:, :Q]), Q)
+        k, v = split(self.k_proj(x), S), split(self.v_proj(x), S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out_proj(y.transpose(1, 2).reshape(N, S, D))
+        return self.out_proj(y.transpose(1, 2).reshape(N, Q, D))
 
 
 class FusionLayer(nn.Module):
@@ -37,8 +40,10 @@ class FusionLayer(nn.Module):
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, key_mask):
-        x = self.norm1(x + self.drop(self.self_attn(x, key_mask)))
+    def forward(self, x, key_mask, queries: int | None = None):
+        """Returns (N, queries or S, D): the outputs of the first `queries` positions only."""
+        y = self.self_attn(x, key_mask, queries)
+        x = self.norm1((x if queries is None else x[:, :queries]) + self.drop(y))
         return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
 
 
@@ -49,9 +54,11 @@ class FusionEncoder(nn.Module):
                                     for _ in range(cfg.fusion_layers))
 
     def forward(self, x, key_mask):
-        for layer in self.layers:
-            x = layer(x, key_mask)
-        return x
+        """x: (N, S, D) -> the CLS output (N, D). Only CLS is read, so the last layer computes queries,
+        attention output and feed-forward for CLS alone (the same numbers; ~1/3 less fusion compute)."""
+        for i, layer in enumerate(self.layers):
+            x = layer(x, key_mask, queries=1 if i == len(self.layers) - 1 else None)
+        return x[:, 0]
 
 
 def _adapter(d_in: int, d: int) -> nn.Sequential:
@@ -96,4 +103,4 @@ class GoalEncoder(nn.Module):
         x = torch.cat([cls, *cams, txt], dim=1)
         n_vis = 1 + sum(c.shape[1] for c in cams)
         keep = torch.cat([torch.ones(N, n_vis, dtype=torch.bool, device=x.device), text_mask[goal_index]], 1)
-        return self.fusion_xformer(x, keep[:, None, None, :])[:, 0]
+        return self.fusion_xformer(x, keep[:, None, None, :])
