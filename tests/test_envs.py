@@ -435,7 +435,10 @@ def test_fast_renderer_matches_minigrid(task, emb, tile):
     obs, _ = env.reset(seed=0)
     side = 7 * tile
     for i in range(300):
+        base = lv.agent_dir
+        lv.agent_dir = (base + env.pan) % 4  # sim_locobot's camera may be panned off the base heading
         ref = lv.get_pov_render(tile)  # what RGBImgPartialObsWrapper returns
+        lv.agent_dir = base
         if emb == "sim_locobot":
             assert ref.shape == (5 * tile, 5 * tile, 3)
             idx = (np.arange(side) * 5 * tile) // side
@@ -458,7 +461,19 @@ def test_sim_locobot_embodiment():
     assert face(lv, objects(lv)[0])
     for a in (PICKUP, TOGGLE, DROP, SUB_DONE):
         obs, r, term, _, _ = env.step(a)
-        assert obs["in_hand"] == 0 and not term
+        assert obs["in_hand"] == 0 and not term  # nothing is ever picked up
+    # pickup/dropoff are reinterpreted as camera pan (look_left/look_right): the base does not turn, the view does
+    pos, heading = tuple(lv.agent_pos), lv.agent_dir
+    centred = env.step(LEFT)[0]["rgb"]
+    env.step(RIGHT)
+    views = {}
+    for a, pan in ((PICKUP, -1), (PICKUP, -1), (DROP, 0), (DROP, 1), (DROP, 1)):  # clamped at +-90 degrees
+        obs = env.step(a)[0]
+        assert env.pan == pan and lv.agent_dir == heading and tuple(lv.agent_pos) == pos
+        views[pan] = obs["rgb"]
+    assert np.array_equal(views[-1], centred), "look_left must show what rotate_left shows"
+    assert not np.array_equal(views[0], views[1])
+    assert env.reset(seed=1)[0] is not None and env.pan == 0
     for task in ("pickup", "fetch", "roomvisit"):
         with pytest.raises(ValueError):
             make_env(task, embodiment="sim_locobot")

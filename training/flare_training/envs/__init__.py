@@ -8,9 +8,11 @@ Actions (`flare_policy.embodiments.SIM_ACTIONS`, index = action id)::
     3 pickup      -> pickup                  7 sub_done -> no motion; roomvisit: marks the current room
 
 BabyAI's automatic success is replaced by the explicit `end`. Embodiments: `sim` (all 8 actions, 7x7-cell
-camera) and `sim_locobot` (navigation tasks only; pickup/dropoff/toggle/sub_done are no-ops in the env and masked
-by the policy; all doors start open because `toggle` is unavailable; the camera sees 5x5 cells, rendered at the
-same tile size and resized (nearest) to the same 56x56 image, i.e. a narrower field of view).
+camera) and `sim_locobot` (navigation tasks only; toggle/sub_done are masked by the policy and no-ops in the env;
+all doors start open because `toggle` is unavailable; the camera sees 5x5 cells, rendered at the same tile size
+and resized (nearest) to the same 56x56 image, i.e. a narrower field of view; and it pans independently of the
+base: the reinterpreted `pickup` = look_left and `dropoff` = look_right turn it a quarter turn, within +-90
+degrees of the base heading, starting centred at every reset).
 
 Observation (dict): "rgb" uint8 (7*tile, 7*tile, 3) = 56x56x3 egocentric partial view (the "navigation camera",
 same pixels as `RGBImgPartialObsWrapper(tile_size=8)`), "in_hand" 0/1, "goal" natural-language str, "step" int

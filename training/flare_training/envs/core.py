@@ -147,6 +147,12 @@ class MiniChoresEnv(gym.Wrapper):
         self.embodiment_name = embodiment
         mask = self.embodiment.action_mask()
         self.allowed = None if all(mask) else frozenset(i for i, ok in enumerate(mask) if ok)
+        # sim_locobot pans its camera with two reinterpreted actions (a quarter turn each, within +-90 deg of
+        # the base heading); the level sees them as no-ops.
+        reint = self.embodiment.reinterpreted
+        self.camera_pan = {SIM_ACTIONS.index(a): (-1 if m == "look_left" else 1) for a, m in reint.items()}
+        self._level_allowed = self.allowed if not self.camera_pan else self.allowed - set(self.camera_pan)
+        self.pan = 0
         self.dense_reward = dense_reward
         self.render_tile = int(render_tile)
         self.with_expert_length = with_expert_length
@@ -175,6 +181,7 @@ class MiniChoresEnv(gym.Wrapper):
         level.reset(seed=seed, options=options)
         self.last_seed = seed
         self._done = False
+        self.pan = 0
         info = self._info(success=False)
         if self.with_expert_length:
             if seed is None:
@@ -192,7 +199,9 @@ class MiniChoresEnv(gym.Wrapper):
         a = int(action)
         if not 0 <= a < len(SIM_ACTIONS):
             raise ValueError(f"invalid action {action!r}; expected 0..{len(SIM_ACTIONS) - 1}")
-        ev = level.apply(a, self.allowed)
+        if a in self.camera_pan:
+            self.pan = max(-1, min(1, self.pan + self.camera_pan[a]))
+        ev = level.apply(a, self._level_allowed)
         terminated = bool(ev.get("end", False))
         success = terminated and level.judge()
         truncated = (not terminated) and level.step_count >= self.max_steps
@@ -214,7 +223,8 @@ class MiniChoresEnv(gym.Wrapper):
     def _obs(self) -> dict[str, Any]:
         level = self.env.unwrapped
         if self._render:
-            rgb = self._renderer.render(level)  # == level.get_pov_render(tile), ~5x faster
+            # == level.get_pov_render(tile) looking along the camera heading, ~5x faster
+            rgb = self._renderer.render(level, direction=(level.agent_dir + self.pan) % 4)
             if self._resize is not None:
                 rgb = rgb[self._resize][:, self._resize]
         else:

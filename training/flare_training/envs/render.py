@@ -15,8 +15,9 @@ from minigrid.core.world_object import Wall
 _WALL = Wall()
 
 
-def view_cells(level, view: int | None = None):
-    """The agent's view as MiniGrid sees it after `process_vis`.
+def view_cells(level, view: int | None = None, direction: int | None = None):
+    """The agent's view as MiniGrid sees it after `process_vis` (looking along `direction`, default the
+    agent's heading; sim_locobot's camera pans away from it).
 
     Returns (cells, mask, world): cells[i][j] (i = column left->right, j = row top->bottom, the agent at
     (view//2, view-1) facing up) with invisible cells set to None, mask[i][j] visibility, and world[i][j] the
@@ -24,7 +25,7 @@ def view_cells(level, view: int | None = None):
     V = view or level.agent_view_size
     h = V // 2
     ax, ay = int(level.agent_pos[0]), int(level.agent_pos[1])
-    fx, fy = (int(v) for v in DIR_TO_VEC[level.agent_dir])
+    fx, fy = (int(v) for v in DIR_TO_VEC[level.agent_dir if direction is None else direction])
     rx, ry = -fy, fx
     tlx, tly = ax + fx * (V - 1) - rx * h, ay + fy * (V - 1) - ry * h
     grid = level.grid
@@ -89,9 +90,9 @@ class PovRenderer:
             self._lut = None
         return idx
 
-    def render(self, level, view: int | None = None) -> np.ndarray:
+    def render(self, level, view: int | None = None, direction: int | None = None) -> np.ndarray:
         V = view or level.agent_view_size
-        cells, mask, _ = view_cells(level, V)
+        cells, mask, _ = view_cells(level, V, direction)
         h = V // 2
         idx = np.empty((V, V), np.int32)  # [row j, column i]
         for i in range(V):

@@ -73,14 +73,16 @@ EMBODIMENTS: dict[str, Embodiment] = {
         cameras=("raw_navigation_camera",),
         description="mini-CHORES (MiniGrid/BabyAI) robot: egocentric RGB navigation camera",
     ),
-    # Second sim embodiment standing in for LoCoBot: navigation-only, manipulation masked, the two
-    # manipulation-free actions `pickup`/`dropoff` are masked and `toggle`/`sub_done` are masked too.
+    # Second sim embodiment standing in for LoCoBot (paper Q4): navigation only, a narrower camera (the env's
+    # 5x5-cell view) that pans independently of the base, panned by two reinterpreted actions (as the real
+    # LoCoBot reinterprets two rotations as camera tilt); toggle/sub_done are masked.
     "sim_locobot": Embodiment(
         name="sim_locobot",
         actions=SIM_ACTIONS,
         cameras=("raw_navigation_camera",),
-        allowed=frozenset({"move_ahead", "rotate_left", "rotate_right", "end"}),
-        description="mini-CHORES LoCoBot stand-in: navigation actions only",
+        allowed=frozenset({"move_ahead", "rotate_left", "rotate_right", "end", "pickup", "dropoff"}),
+        reinterpreted={"pickup": "look_left", "dropoff": "look_right"},
+        description="mini-CHORES LoCoBot stand-in: navigation actions, narrow camera panned by look_left/right",
     ),
 }
 
