@@ -74,6 +74,13 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
         torch.set_num_threads(threads)
     model = bundle.model.eval()
     mask = bundle.action_mask()
+    if embodiment and embodiment != bundle.embodiment.name:  # zero-shot on another body: its action mask
+        from flare_policy.embodiments import get_embodiment
+        target = get_embodiment(embodiment)
+        if tuple(target.actions) != tuple(bundle.actions):
+            raise ValueError(f"embodiment {embodiment!r} has other actions than the bundle's "
+                             f"{bundle.embodiment.name!r}")
+        mask = torch.tensor(target.action_mask(), dtype=torch.bool)
     actions = bundle.actions
     bank = GoalBank(text_encoder or TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path")))
     seeds = split_seeds(split, episodes, offset=seed_offset)
