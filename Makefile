@@ -12,13 +12,14 @@ APT_PACKAGES := libusb-1.0-0
 PKG_FILES := ros2_ws/src/flare_policy/setup.py ros2_ws/src/flare_bringup/setup.py training/pyproject.toml
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all setup test demo bench clean help
+.PHONY: all setup test demo bench report clean help
 all: help
 help:
 	@echo "make demo   - set up (.venv) and run the closed-loop simulated-robot demo"
 	@echo "make test   - set up (.venv) and run the tests"
 	@echo "make setup  - only set up the virtual environment"
 	@echo "make bench  - benchmarks (flare-policy bench kv/step/node, flare-train bench throughput)"
+	@echo "make report - FLaRe's experiments on mini-CHORES, small budget (cached runs; <= 2 h on 2 cores)"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -60,6 +61,9 @@ bench: setup
 	$(VENV)/bin/flare-policy bench step
 	$(VENV)/bin/flare-policy bench node
 	$(VENV)/bin/flare-train bench throughput
+
+report: setup
+	$(VENV)/bin/flare-train report --suite mini-chores --budget small
 
 clean:
 	rm -rf $(VENV) runs
