@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -161,9 +162,15 @@ def run_job(job: Job, budget: Budget, run_dir: Path) -> dict:
     from .evaluate import evaluate
 
     torch.set_num_threads(1)
+    spec = job.spec_hash(budget)
+    stamp = run_dir / "spec.txt"
+    if run_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != spec):
+        shutil.rmtree(run_dir / "ppo", ignore_errors=True)  # checkpoints of another spec must not be resumed
+        shutil.rmtree(run_dir / "bundle", ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(spec + "\n")
     t0 = time.perf_counter()
-    rec: dict = {"id": job.id, "job": asdict(job), "budget": budget.name, "spec": job.spec_hash(budget)}
+    rec: dict = {"id": job.id, "job": asdict(job), "budget": budget.name, "spec": spec}
     bundle_path, curve, train_wall = BC_BUNDLE, [], 0.0
     if job.kind == "ppo":
         from .ppo import PPOConfig, train
@@ -387,9 +394,13 @@ def _section_md(section: str, budget: Budget, agg: dict, tasks: list[str]) -> li
                     md.append(f"- {label}: {100 * a['success']:.1f}% vs {100 * base:.1f}% → {verdict}{sig}")
     if section == "embodiment":
         f = agg.get("FLaRe", {}).get("objectnav")
+        md += ["", "Steps and training wall time to the final training success:"]
         for label in ("FLaRe", "scratch-sparse"):
             a = agg.get(label, {}).get("objectnav")
-            if a and a.get("final_train_success") is not None:
+            if a and a.get("final_train_success") is not None and a["final_train_success"] <= 0:
+                md += [f"- {label}: no successful training episode at the end of the run "
+                       f"({budget.steps:,} steps, {a['train_wall_s'] / 60:.1f} min)."]
+            elif a and a.get("final_train_success") is not None:
                 md += [f"- {label}: final training success {100 * a['final_train_success']:.1f}% (smoothed), "
                        f"first reached after {a['steps_to_final']:,.0f} env steps and "
                        f"{a['wall_to_final_s'] / 60:.1f} min of training wall time "
