@@ -283,6 +283,16 @@ class Harness:
         self.image_pub.publish(msg)
         return msg
 
+    def publish_frames_until(self, pred, timeout=15.0, period=0.2) -> bool:
+        """Valid frames at 5 Hz (as a camera streams) until `pred` holds: best-effort camera QoS may drop any
+        single frame on a loaded machine, so "acts on a valid frame" must not hang on exactly one."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.publish_frame()
+            if self.wait(pred, period):
+                return True
+        return self.wait(pred, 0.0)
+
     def publish_goal(self, text: str):
         self.goal_pub.publish(self.String(data=text))
 
