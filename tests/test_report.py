@@ -15,12 +15,12 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _record(job: R.Job, budget: R.Budget, success: float, curve=None, n=80) -> dict:
     k = round(success * n)
     return {"id": job.id, "job": R.asdict(job), "budget": budget.name, "spec": job.spec_hash(budget),
-            "eval": {"success": R_wilson(k, n), "sel": {"mean": success / 2, "ci95": [0.0, 1.0], "n": n},
+            "eval": {"success": _wilson(k, n), "sel": {"mean": success / 2, "ci95": [0.0, 1.0], "n": n},
                      "episode_length": {"mean": 10.0, "ci95": [9.0, 11.0], "n": n}, "episodes": n},
             "curve": curve or [], "train_wall_s": 60.0 if curve else 0.0, "steps": budget.steps}
 
 
-def R_wilson(k, n):
+def _wilson(k, n):
     from flare_training.evaluate import wilson_ci
     return wilson_ci(k, n)
 

@@ -190,3 +190,27 @@ class HaltFlag:
 def wrap_angle(a: float) -> float:
     """Wrap to [-pi, pi)."""
     return (a + math.pi) % (2.0 * math.pi) - math.pi
+
+
+class DriverExecutor:
+    """What every executor does the same way with its driver: readiness, runstop and halting.
+
+    Subclasses set `driver`, `_halt` (HaltFlag) and `_log` (a logger or None)."""
+
+    def is_ready(self) -> tuple[bool, str]:
+        return self.driver.is_ready()
+
+    def is_runstopped(self) -> bool:
+        return self.driver.is_runstopped()
+
+    def halt(self, reason: str) -> None:
+        """Stop the running motion (if any) from any thread."""
+        self._halt.set(reason)
+        try:
+            self.driver.stop()
+        except Exception as e:  # stopping must never raise into the caller
+            self._warn(f"driver.stop() failed: {e}")
+
+    def _warn(self, msg: str) -> None:
+        if self._log is not None:
+            self._log.warning(msg)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from flare_policy.embodiments import get_embodiment
 
-from .base import DriverError, HaltFlag, MotionInterrupted, Outcome, wrap_angle
+from .base import DriverError, DriverExecutor, HaltFlag, MotionInterrupted, Outcome, wrap_angle
 
 EMBODIMENT = get_embodiment("locobot")
 
@@ -125,7 +125,7 @@ class LocobotParams:
         return self
 
 
-class LocobotExecutor:
+class LocobotExecutor(DriverExecutor):
     """Executes one LoCoBot-allowed FLaRe action at a time."""
 
     robot = "locobot"
@@ -149,20 +149,6 @@ class LocobotExecutor:
             allowed = [a for a in self.embodiment.actions if self.embodiment.is_allowed(a)]
             return f"action {action!r} is masked on the locobot embodiment (allowed: {', '.join(allowed)})"
         return None
-
-    def is_ready(self) -> tuple[bool, str]:
-        return self.driver.is_ready()
-
-    def is_runstopped(self) -> bool:
-        return self.driver.is_runstopped()
-
-    def halt(self, reason: str) -> None:
-        self._halt.set(reason)
-        try:
-            self.driver.stop()
-        except Exception as e:
-            if self._log is not None:
-                self._log.warning(f"driver.stop() failed: {e}")
 
     def execute(self, action: str) -> Outcome:
         self._halt.clear()

@@ -25,7 +25,7 @@ from typing import Optional
 from flare_policy.embodiments import NO_MOTION_ACTIONS, STRETCH_ACTIONS
 
 from .base import (
-    JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, HaltFlag, JointLimit, MotionInterrupted,
+    JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverExecutor, HaltFlag, JointLimit, MotionInterrupted,
     Outcome, RobotDriver,
 )
 
@@ -144,7 +144,7 @@ def plan_motion(action: str, params: StretchParams, positions: dict[str, float],
     return Motion("joint", joint=joint, value=target, note=note)
 
 
-class StretchExecutor:
+class StretchExecutor(DriverExecutor):
     """Executes one FLaRe action at a time on a RobotDriver and tracks whether an object is held."""
 
     robot = "stretch"
@@ -170,20 +170,6 @@ class StretchExecutor:
         if action not in STRETCH_ACTIONS:
             return f"unknown action {action!r} for stretch"
         return None
-
-    def is_ready(self) -> tuple[bool, str]:
-        return self.driver.is_ready()
-
-    def is_runstopped(self) -> bool:
-        return self.driver.is_runstopped()
-
-    def halt(self, reason: str) -> None:
-        """Stop the running motion (if any) from any thread."""
-        self._halt.set(reason)
-        try:
-            self.driver.stop()
-        except Exception as e:  # stopping must never raise into the caller
-            self._warn(f"driver.stop() failed: {e}")
 
     def execute(self, action: str) -> Outcome:
         self._halt.clear()
@@ -257,6 +243,3 @@ class StretchExecutor:
             held = reading.effort is not None and abs(reading.effort) >= p.grasp_min_effort
         return held
 
-    def _warn(self, msg: str) -> None:
-        if self._log is not None:
-            self._log.warning(msg)
