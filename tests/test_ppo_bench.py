@@ -18,3 +18,6 @@ def test_bench_throughput_json(tmp_path, monkeypatch, capsys):
     assert last["ours_steps_per_s"] > 0 and last["sb3_steps_per_s"] > 0 and last["ratio"] > 0
     for who in ("ours", "sb3"):
         assert {"env_s", "inference_s", "update_s"} <= set(last[who])
+    floor = last["ours_floor"]
+    assert floor["gflop_per_env_step"] > 0
+    assert last["ours_steps_per_s"] <= floor["floor_steps_per_s"]  # a floor no real run beats

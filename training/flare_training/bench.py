@@ -5,7 +5,10 @@
         including updates, and in the same run Stable-Baselines3 PPO (MlpPolicy on the same env with the RGB
         frame flattened to a Box, same n_envs, n_steps 128, same number of env steps, SB3's other defaults:
         10 epochs of minibatch 64) as the external peer. Reports where the time goes (env / inference / update).
-        With --json the last line is one JSON object (ours_steps_per_s, sb3_steps_per_s, ratio, time splits).
+        Also prints our arithmetic floor: FLOPs per env step (counted on the model) over the best measured fp32
+        GEMM rate, i.e. the most steps/s any implementation of this algorithm and model can reach on this CPU.
+        With --json the last line is one JSON object (ours_steps_per_s, sb3_steps_per_s, ratio, time splits,
+        ours_floor).
     flare-train bench env [...]
         mini-CHORES env throughput (flare_training.envs.bench).
 
@@ -53,6 +56,51 @@ def bench_ours(task: str, steps: int, n_envs: int, threads: int, init: str | Non
     return {"steps": s["global_step"], "wall_s": s["wall_s"], "steps_per_s": s["steps_per_s"],
             "env_s": t["env"], "inference_s": t["inference"], "update_s": t["update"],
             "other_s": round(s["wall_s"] - t["env"] - t["inference"] - t["update"], 3)}
+
+
+def ours_floor(task: str, n_envs: int, threads: int, init: str | None = None, rollout: int = 128,
+               epochs: int = 4) -> dict:
+    """Arithmetic floor of our PPO on this CPU: FLOPs per env step (cached rollout step of actor and critic
+    copies + `epochs` forward/backward passes of both over the rollout as full sequences, counted by torch on the
+    real model and a real goal of `task`) over the best measured fp32 GEMM rate at the tiny model's shapes.
+    No implementation of this algorithm and model runs faster than floor_steps_per_s here."""
+    from flare_policy.bench import count_flops, mlp_rate
+    from flare_policy.bundle import load_bundle
+    from flare_policy.model import ActorCritic, PolicyInput
+
+    from .envs import make_env
+    from .ppo import _load_text_encoder
+
+    with tempfile.TemporaryDirectory(prefix="flare-bench-") as tmp:
+        bundle = load_bundle(init or make_random_bundle(Path(tmp) / "bundle"))
+    cfg = bundle.config
+    env = make_env(task)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    text = _load_text_encoder(bundle).encode(obs["goal"])[None]  # (1, L, text_dim)
+    ac = ActorCritic(cfg).eval()
+    N, T = min(n_envs, 2), rollout  # FLOPs per env step do not depend on the number of envs
+    frames = torch.as_tensor(np.repeat(obs["rgb"][None, None], T, axis=1).repeat(N, 0))
+    z = lambda *shape: torch.zeros(*shape, dtype=torch.long)  # noqa: E731
+    seq = PolicyInput({k: frames for k in cfg.cameras}, text, torch.ones(text.shape[:2], dtype=torch.bool),
+                      z(N, T), z(N, T), z(N, T), torch.arange(T).repeat(N, 1))
+
+    def update_pass():
+        dist, value = ac(seq, window=T + 1)
+        (dist.logits.logsumexp(-1).mean() + value.mean()).backward()
+
+    step = PolicyInput({k: v[:, :1] for k, v in seq.images.items()}, seq.text, seq.text_mask, z(N, 1), z(N, 1),
+                       z(N, 1), z(N, 1))
+    caches = ac.new_caches(N, T + 1)
+    update = sum(count_flops(update_pass).values()) / (N * T)
+    with torch.no_grad():
+        rollout_step = sum(count_flops(lambda: ac(step, caches=caches)).values()) / N
+    per_step = epochs * update + rollout_step
+    d = cfg.d_model
+    rate = mlp_rate(threads, 16384, d, max(cfg.fusion_ff, 2 * d))  # the fusion feed-forward's shapes
+    return {"gflop_per_env_step": per_step / 1e9, "gflop_update_per_env_step": epochs * update / 1e9,
+            "gflop_rollout_per_env_step": rollout_step / 1e9, "gemm_fp32_gflops": rate / 1e9,
+            "floor_steps_per_s": rate / per_step, "text_tokens": int(text.shape[1])}
 
 
 # ------------------------------------------------------------------------------------------ SB3
@@ -146,16 +194,21 @@ def throughput(argv) -> int:
     load0 = os.getloadavg()[0]
     ours = bench_ours(a.task, steps, a.n_envs, a.threads, a.init, a.vec)
     sb3 = None if a.skip_sb3 else bench_sb3(a.task, steps, a.n_envs, a.threads)
+    floor = ours_floor(a.task, a.n_envs, a.threads, a.init)
     rows = [("ours (FLaRe PPO, tiny transformer)", ours)] + ([("SB3 PPO MlpPolicy", sb3)] if sb3 else [])
     print(f"task {a.task}, {a.n_envs} envs x 128 steps, {steps} env steps each, {a.threads} torch threads")
     print(f"{'':36} {'steps/s':>9} {'wall s':>8} {'env s':>8} {'infer s':>8} {'update s':>9}")
     for name, r in rows:
         print(f"{name:36} {r['steps_per_s']:9.1f} {r['wall_s']:8.1f} {r['env_s']:8.1f} {r['inference_s']:8.1f} "
               f"{r['update_s']:9.1f}")
+    print(f"arithmetic floor of ours: {floor['gflop_per_env_step']:.3f} GFLOP per env step "
+          f"({floor['gflop_update_per_env_step']:.3f} update, {floor['gflop_rollout_per_env_step']:.3f} rollout) at "
+          f"{floor['gemm_fp32_gflops']:.0f} GFLOP/s (best fp32 GEMM, {a.threads} threads) -> at most "
+          f"{floor['floor_steps_per_s']:.0f} steps/s on this CPU")
     load = [round(load0, 2), round(os.getloadavg()[0], 2)]
     print(f"1-min load average before/after: {load[0]} / {load[1]} on {os.cpu_count()} CPUs")
     out = {"task": a.task, "n_envs": a.n_envs, "steps": steps, "threads": a.threads, "loadavg": load,
-           "ours_steps_per_s": round(ours["steps_per_s"], 2), "ours": ours}
+           "ours_steps_per_s": round(ours["steps_per_s"], 2), "ours": ours, "ours_floor": floor}
     if sb3:
         out.update(sb3_steps_per_s=round(sb3["steps_per_s"], 2), sb3=sb3,
                    ratio=round(ours["steps_per_s"] / sb3["steps_per_s"], 4))

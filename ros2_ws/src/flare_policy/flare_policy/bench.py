@@ -29,6 +29,71 @@ def _pct(xs, q: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# compute floors: what the arithmetic alone costs on this CPU (a lower bound on any implementation's time)
+
+
+def count_flops(fn) -> dict[str, float]:
+    """FLOPs of fn() by aten op name (torch's FlopCounterMode; attention runs through the math kernel so that its
+    two matmuls are counted). Multiply-add = 2 FLOPs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        fn()
+    return {str(k).removeprefix("aten."): float(v) for k, v in fc.get_flop_counts()["Global"].items()}
+
+
+def mlp_rate(threads: int, rows: int, dim: int, hidden: int, int8: bool = False, repeats: int = 10) -> float:
+    """Best measured FLOP/s (int8: OP/s) of a Linear(dim, hidden) -> Linear(hidden, dim) pair on `rows` tokens:
+    well-shaped GEMMs, the fastest this CPU does the bulk of a transformer's arithmetic."""
+    from .vision import quantize_linear
+
+    _set_threads(threads)
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.Linear(hidden, dim)).eval()
+    if int8:
+        mlp = quantize_linear(mlp)
+    x = torch.randn(rows, dim)
+    best = float("inf")
+    with torch.inference_mode():
+        mlp(x)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mlp(x)
+            best = min(best, time.perf_counter() - t0)
+    return 4.0 * rows * dim * hidden / best
+
+
+def step_floor(vision, model, text_model, text_tokens, frame, threads: int, quantize_vision: bool) -> dict:
+    """Arithmetic floor of one flare_small3 step on this CPU: counted FLOPs / measured best GEMM rates.
+    DINOv2's linear layers at the int8 rate when quantized, everything else at the fp32 rate; the faithful
+    path adds the T5 pass and runs all in fp32. Elementwise work (GELU, LayerNorm, softmax) is not counted."""
+    from .model import PolicyInput
+
+    cams = model.cfg.cameras
+    x = torch.from_numpy(frame)[None]
+    vit = count_flops(lambda: vision(x))
+    vit_linear, vit_total = vit.get("addmm", 0.0), sum(vit.values())
+    feats = {c: vision(x)[:, None] for c in cams}
+    one = lambda v: torch.tensor([[v]])  # noqa: E731
+    text = torch.zeros(1, 8, model.cfg.text_dim)
+    inp = PolicyInput(feats, text, torch.ones(1, 8, dtype=torch.bool), one(0), one(0), one(0), one(0))
+    cache = model.new_cache(1, 8)
+    with torch.inference_mode():
+        policy = sum(count_flops(lambda: model(inp, cache=cache)).values())
+        t5 = sum(count_flops(lambda: text_model(**text_tokens)).values())
+    fp32 = mlp_rate(threads, 433, 384, 1536)  # DINOv2-S MLP shapes (433 tokens)
+    int8 = mlp_rate(threads, 433, 384, 1536, int8=True)
+    vision_s = len(cams) * ((vit_linear / int8 + (vit_total - vit_linear) / fp32) if quantize_vision
+                            else vit_total / fp32)
+    return {"floor_ms": (vision_s + policy / fp32) * 1e3,
+            "faithful_floor_ms": (len(cams) * vit_total + policy + t5) / fp32 * 1e3,
+            "gflop_vision_per_camera": vit_total / 1e9, "gflop_vision_linear_per_camera": vit_linear / 1e9,
+            "gflop_policy": policy / 1e9, "gflop_text": t5 / 1e9,
+            "gemm_fp32_gflops": fp32 / 1e9, "gemm_int8_gops": int8 / 1e9}
+
+
+# ----------------------------------------------------------------------------------------------------------
 # bench kv: cached decoder step vs full recompute
 
 
@@ -165,9 +230,10 @@ def _fixture(seed: int, dinov2_dir=None, t5_dir=None):
 
 def bench_step(steps: int = 60, threads: int = 1, quantize_vision: bool = True, quantize_policy: bool = False,
                channels_last: bool = False, compile_vision: bool = False, dinov2_dir=None, t5_dir=None,
-               seed: int = 0, warmup: int = 3, logit_std: float = 3.0) -> dict:
+               seed: int = 0, warmup: int = 3, logit_std: float = 3.0, with_floor: bool = True) -> dict:
     """p50/p99 of PolicyRunner.act (frames -> action, text cached) for flare_small3 with random weights, against
-    the FLaRe-faithful path on the same frames and history (both follow the faithful greedy action)."""
+    the FLaRe-faithful path on the same frames and history (both follow the faithful greedy action); plus the
+    arithmetic floor of both paths on this CPU (step_floor)."""
     from .bundle import flare_camera, load_bundle, save_bundle
     from .runner import PolicyRunner
     from .text import TextEncoder
@@ -220,7 +286,9 @@ def bench_step(steps: int = 60, threads: int = 1, quantize_vision: bool = True, 
                 top2 = torch.topk(probs, 2).values
                 margins.append(float(top2[0] - top2[1]))
                 max_dp = max(max_dp, (torch.tensor(d.probs) - probs).abs().max().item())
-    return {"p50_ms": statistics.median(opt_ms), "p99_ms": _pct(opt_ms, 99),
+    floor = step_floor(faithful.vision, model, faithful.t5, faithful.tok(GOAL, return_tensors="pt"),
+                       next(iter(frames(0).values())), threads, quantize_vision) if with_floor else {}
+    return {**floor, "p50_ms": statistics.median(opt_ms), "p99_ms": _pct(opt_ms, 99),
             "faithful_p50_ms": statistics.median(ref_ms), "faithful_p99_ms": _pct(ref_ms, 99),
             "speedup": statistics.median(ref_ms) / statistics.median(opt_ms),
             "action_agreement": sum(agree) / len(agree), "max_abs_prob_diff": max_dp,
@@ -300,7 +368,9 @@ def step_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flare-policy bench step", description="Full deployment step of flare_small3 "
                                 "(two 224x384 cameras, random DINOv2-S/14 and T5-small weights, text cached) vs the "
                                 "FLaRe-faithful path (fp32, cameras separately, text re-encoded every step). "
-                                "Targets: p50 <= 250 ms, >= 2x faster than faithful, same greedy action >= 99%%.")
+                                "Targets: p50 <= 250 ms, >= 2x faster than faithful, same greedy action >= 99%%. "
+                                "Also prints each path's arithmetic floor on this CPU: counted FLOPs over the best "
+                                "measured GEMM rate (fp32, and int8 for the quantized DINOv2 linears).")
     p.add_argument("--steps", type=int, default=60, help="measured steps (default 60)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for both paths (default 1: with anything "
                    "else busy on a 2-core machine, 2 OpenMP threads are several times slower)")
@@ -326,6 +396,11 @@ def step_main(argv=None) -> int:
           f"{r['threads']} threads, "
           f"int8 vision {r['quantize_vision']}, int8 policy {r['quantize_policy']})")
     print(f"faithful   p50 {r['faithful_p50_ms']:.1f} ms  p99 {r['faithful_p99_ms']:.1f} ms")
+    print(f"arithmetic floor on this CPU ({r['threads']} threads): optimised {r['floor_ms']:.0f} ms, faithful "
+          f"{r['faithful_floor_ms']:.0f} ms (DINOv2 {r['gflop_vision_per_camera']:.1f} GFLOP per camera, "
+          f"{r['gflop_vision_linear_per_camera']:.1f} of it linear; policy {r['gflop_policy']:.2f} GFLOP; T5 "
+          f"{r['gflop_text']:.2f} GFLOP; best GEMM {r['gemm_fp32_gflops']:.0f} GFLOP/s fp32, "
+          f"{r['gemm_int8_gops']:.0f} GOP/s int8)")
     print(f"speed-up {r['speedup']:.2f}x, greedy action agreement {r['action_agreement']:.1%} (median top-2 prob "
           f"margin {r['median_top2_prob_margin']:.3f}, max |dprob| {r['max_abs_prob_diff']:.4f}): "
           f"{'PASS' if ok else 'MISS'} (p50 <= 250 ms, >= 2x, >= 99%)")
