@@ -19,7 +19,7 @@ help:
 	@echo "make test   - set up (.venv) and run the tests"
 	@echo "make setup  - only set up the virtual environment"
 	@echo "make bench  - benchmarks (flare-policy bench kv/step/node, flare-train bench throughput)"
-	@echo "make report - FLaRe's experiments on mini-CHORES, small budget (cached runs; <= 2 h on 2 cores)"
+	@echo "make report - FLaRe's experiments on mini-CHORES, small budget (cached runs; ~42 min on 2 cores)"
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)

@@ -29,7 +29,7 @@ def test_plan_same_budget_for_every_rl_row_and_shared_jobs():
     b = R.BUDGETS["small"]
     layout = R.plan(b)
     assert list(layout) == list(R.SECTIONS)
-    rows = {label for _, (label, _, _) in [(s, r) for s, rs in layout.items() for r in rs]}
+    rows = {label for rs in layout.values() for label, _, _ in rs}
     assert {"BC", "FLaRe", "scratch-sparse", "scratch-dense", "SB3 PPO (scratch)", "entropy 0.01", "lr x10",
             "shared actor/critic", "no critic warm-up", "BC zero-shot"} <= rows
     jobs = {j.id: j for rs in layout.values() for _, _, j in rs}

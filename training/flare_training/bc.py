@@ -13,13 +13,12 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from flare_policy.bundle import save_bundle, sim_camera
 from flare_policy.embodiments import get_embodiment
@@ -28,6 +27,7 @@ from flare_policy.text import TextEncoder
 
 from .agent import GoalBank, make_input
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .configfile import dataclass_from_yaml
 
 
 @dataclass
@@ -52,13 +52,7 @@ class BCConfig:
 
     @classmethod
     def from_yaml(cls, path) -> "BCConfig":
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of BC options")
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown BC options {sorted(unknown)}")
-        return cls(**raw)
+        return dataclass_from_yaml(cls, path, "BC options")
 
 
 def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.random.Generator) -> dict:

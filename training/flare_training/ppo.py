@@ -53,7 +53,6 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 import torch.distributed as tdist
-import yaml
 
 from flare_policy.bundle import load_bundle, save_bundle
 from flare_policy.embodiments import get_embodiment
@@ -62,6 +61,7 @@ from flare_policy.model.policy import CriticHead
 
 from .agent import GoalBank, make_input
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .configfile import dataclass_from_yaml
 from .vecenv import RANK_STRIDE, SeedStream, make_vec_env
 
 EXIT_NONFINITE = 3
@@ -124,13 +124,7 @@ class PPOConfig:
 
     @classmethod
     def from_yaml(cls, path) -> "PPOConfig":
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of PPO options")
-        unknown = set(raw) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown PPO options {sorted(unknown)}")
-        return cls(**raw)
+        return dataclass_from_yaml(cls, path, "PPO options")
 
     def validate(self) -> "PPOConfig":
         if not self.init:
@@ -496,7 +490,8 @@ def _write_checkpoint(state: dict, logdir: Path, keep: int) -> Path:
     save_checkpoint(state, path)
     for old in checkpoint_files(logdir)[:-max(1, keep)]:
         old.unlink(missing_ok=True)  # data first: a crash here leaves a stray sidecar, never a file without one
-        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+        for ext in (".sha256", ".sha256.pending"):
+            old.with_name(old.name + ext).unlink(missing_ok=True)
     return path
 
 

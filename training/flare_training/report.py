@@ -1,6 +1,6 @@
 """`flare-train report`: FLaRe's experiments on mini-CHORES, one command, cached and resumable.
 
-    flare-train report --suite mini-chores --budget small      # <= 2 h on 2 CPU cores, results/mini-chores-small/
+    flare-train report --suite mini-chores --budget small      # ~42 min on 2 CPU cores, results/mini-chores-small/
     flare-train report --suite mini-chores --budget full       # the real experiment (many cores / a GPU; hours)
     flare-train report ... --only-report                       # regenerate the tables/plots from cached runs only
 
@@ -56,7 +56,7 @@ class Budget:
 
 
 BUDGETS = {
-    # Sized to finish within 2 h on the 2-core development machine (measured time in the README).
+    # 36 jobs in 41.5 min on the 2-core development machine (results/mini-chores-small/timing.json).
     "small": Budget("small", steps=10240, n_envs=8, seeds=(0,), eval_episodes=80, critic_warmup_steps=2048,
                     lr=3e-4, ablation_task="pickup", workers=2),
     # Seconds: checks the plumbing end to end (tests); its numbers mean nothing.
@@ -213,7 +213,7 @@ def _sb3_train_eval(job: Job, budget: Budget):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from .bench import _sb3_env
-    from .envs import make_env, sel, split_seeds
+    from .envs import sel, split_seeds
     from .evaluate import mean_ci, wilson_ci
     from .expert import expert_length
 
@@ -393,7 +393,6 @@ def _section_md(section: str, budget: Budget, agg: dict, tasks: list[str]) -> li
                     sig = "" if (a["success_ci"][1] < lo or a["success_ci"][0] > hi) else " (CIs overlap)"
                     md.append(f"- {label}: {100 * a['success']:.1f}% vs {100 * base:.1f}% → {verdict}{sig}")
     if section == "embodiment":
-        f = agg.get("FLaRe", {}).get("objectnav")
         md += ["", "Steps and training wall time to the final training success:"]
         for label in ("FLaRe", "scratch-sparse"):
             a = agg.get(label, {}).get("objectnav")

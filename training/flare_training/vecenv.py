@@ -71,16 +71,13 @@ class EnvSlot:
         self.actions: list[int] = []
         self.ret = 0.0
 
-    def _reset(self, episode: int):
+    def reset(self, episode: int = 0):
         self.episode = episode
         self.seed = self.seeds(self.index, episode)
         self.actions, self.ret = [], 0.0
         with contextlib.redirect_stdout(_Quiet()):
             obs, _ = self.env.reset(seed=self.seed)
         return obs
-
-    def reset(self, episode: int = 0):
-        return self._reset(episode)
 
     def step(self, action: int):
         obs, reward, term, trunc, info = self.env.step(int(action))
@@ -90,14 +87,14 @@ class EnvSlot:
             info = {"final_info": info, "episode": {"r": self.ret, "l": len(self.actions),
                                                     "success": bool(info.get("success", False)),
                                                     "seed": self.seed, "pct_rooms": info.get("pct_rooms")}}
-            obs = self._reset(self.episode + 1)
+            obs = self.reset(self.episode + 1)
         return obs, float(reward), bool(term), bool(trunc), info
 
     def state(self) -> dict:
         return {"episode": self.episode, "seed": self.seed, "actions": list(self.actions), "ret": self.ret}
 
     def restore(self, st: dict):
-        obs = self._reset(int(st["episode"]))
+        obs = self.reset(int(st["episode"]))
         if self.seed != st["seed"]:
             raise ValueError(f"env {self.index}: seed stream mismatch ({self.seed} != {st['seed']}); "
                              "was n_envs, rank or seed changed?")

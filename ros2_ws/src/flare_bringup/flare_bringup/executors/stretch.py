@@ -242,4 +242,3 @@ class StretchExecutor(DriverExecutor):
         if held and p.grasp_min_effort > 0:
             held = reading.effort is not None and abs(reading.effort) >= p.grasp_min_effort
         return held
-
