@@ -331,6 +331,7 @@ class FakeBodyRobot:
         self.log = []
         self.base, self.lift, self.arm = _Rec(self.log, "base"), _Rec(self.log, "lift"), _Rec(self.log, "arm")
         self.end_of_arm = _Rec(self.log, "end_of_arm")
+        self.head = _Rec(self.log, "head")
         self.startup_ok = startup_ok
         self.runstop = False
         self.gripper_pct = 20.0
@@ -410,6 +411,8 @@ def test_body_backend_limits_runstop_stop_and_close():
     assert not out.success and "runstop" in out.message
     b.stop()
     assert ("base.translate_by", 0.0) in r.log and ("push_command",) in r.log
+    # a held object stays held: stop never commands the gripper (a zero-length move would relax the squeeze)
+    assert not [c for c in r.log if "stretch_gripper" in c], r.log
     b.close()
     assert r.log[-1] == ("robot.stop",)
 
@@ -464,7 +467,7 @@ def test_driver_joint_states_are_looked_up_by_name():
     lim = limits_from_joint_limits(["joint_lift", "wrist_extension", "joint_head_pan", "joint_wrist_yaw"],
                                    [0.0, 0.0, -4.0, -1.75], [1.1, 0.52, 1.7, 4.0])
     assert lim[JOINT_LIFT] == JointLimit(0.0, 1.1) and lim[JOINT_ARM] == JointLimit(0.0, 0.52)
-    assert "joint_head_pan" not in lim
+    assert lim["joint_head_pan"] == JointLimit(-4.0, 1.7)  # the start pose clips the head to these
 
 
 def test_driver_action_client_without_control_msgs_is_a_clear_error():
@@ -477,3 +480,69 @@ def test_driver_action_client_without_control_msgs_is_a_clear_error():
 
     with pytest.raises(DriverUnavailable, match="control_msgs"):
         FollowJointTrajectoryClient(None, "/stretch_controller/follow_joint_trajectory")
+
+
+# ----------------------------------------------------------------------------------------- start pose
+def test_start_pose_retracts_first_aims_the_head_and_opens_the_gripper():
+    from flare_policy.protocol import START_POSE
+
+    from flare_bringup.executors.base import JOINT_HEAD_PAN, JOINT_HEAD_TILT
+
+    drv = FakeStretchDriver(positions=dict(START, **{JOINT_LIFT: 1.0, JOINT_ARM: 0.4}))
+    ex = StretchExecutor(drv, StretchParams(start_lift_m=0.7))
+    ex.in_hand = True
+    out = ex.execute(START_POSE)
+    assert out.success and not out.in_hand, out
+    moves = [c for c in _calls(drv) if c[0] == "move_joint_to"]
+    # arm in before the lift moves (nothing swings out at height); head: FLaRe's camera 27 deg down
+    assert [m[1] for m in moves] == [JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, JOINT_HEAD_PAN, JOINT_HEAD_TILT]
+    assert [m[2] for m in moves] == pytest.approx([0.0, 0.7, 0.0, 0.0, -27 * DEG])
+    assert _calls(drv)[-1] == ("gripper", "open")
+    assert drv.positions[JOINT_HEAD_TILT] == pytest.approx(-27 * DEG)
+
+
+def test_start_pose_targets_are_parameters_clipped_to_limits():
+    from flare_policy.protocol import START_POSE
+
+    drv = FakeStretchDriver(positions=dict(START), limits={JOINT_LIFT: JointLimit(0.1, 0.9)})
+    ex = StretchExecutor(drv, StretchParams(start_lift_m=1.5, start_head_tilt_deg=-40.0, start_arm_m=0.05))
+    assert ex.execute(START_POSE).success
+    targets = {c[1]: c[2] for c in _calls(drv) if c[0] == "move_joint_to"}
+    assert targets[JOINT_LIFT] == pytest.approx(0.9) and targets[JOINT_ARM] == pytest.approx(0.05)
+    assert targets["joint_head_tilt"] == pytest.approx(-40 * DEG)
+
+
+def test_start_pose_failure_and_halt_are_reported_and_stop_moving():
+    from flare_policy.protocol import START_POSE
+
+    drv = FakeStretchDriver(positions=dict(START), fail_actions=("joint",))
+    out = StretchExecutor(drv).execute(START_POSE)
+    assert not out.success and "start_pose failed" in out.message
+    assert not [c for c in _calls(drv) if c[0] == "gripper"]  # nothing after the failing joint
+    drv = FakeStretchDriver(positions=dict(START), motion_time_s=2.0)
+    ex = StretchExecutor(drv)
+    threading.Timer(0.1, ex.halt, args=("stop command",)).start()
+    t0 = time.monotonic()
+    out = ex.execute(START_POSE)
+    assert not out.success and "interrupted: stop command" in out.message and time.monotonic() - t0 < 1.5
+    assert len([c for c in _calls(drv) if c[0] == "move_joint_to"]) == 1
+
+
+def test_body_backend_moves_the_head_for_the_start_pose():
+    from flare_policy.protocol import START_POSE
+
+    r = FakeBodyRobot()
+    assert StretchExecutor(_body(r)).execute(START_POSE).success
+    assert ("head.move_to", "head_tilt", pytest.approx(-27 * DEG)) in [c for c in r.log if c[0] == "head.move_to"]
+    assert ("head.move_to", "head_pan", 0.0) in r.log
+
+
+def test_locobot_start_pose_tilts_the_camera_back():
+    from flare_policy.protocol import START_POSE
+
+    drv = FakeLocobotDriver(clock=SimClock())
+    ex = LocobotExecutor(drv, LocobotParams(initial_tilt_deg=15.0))
+    assert ex.execute("rotate_right_small").success  # look_down
+    out = ex.execute(START_POSE)
+    assert out.success and drv.tilt == pytest.approx(15 * DEG), (out, drv.tilt)
+    assert not [t for t in drv.twists if t[1] or t[2]]  # the base never moves for it

@@ -329,8 +329,9 @@ FINGER_LEN = 0.9 * 0.19011
 class FakeStretchDriverNode:
     """Plays hello-robot stretch_driver's ROS interface in the test process (no hardware exists here)."""
 
-    def __init__(self, client: Client, mode="navigation", object_width_m=0.03):
-        from sensor_msgs.msg import JointState
+    def __init__(self, client: Client, mode="navigation", object_width_m=0.03, homed=True,
+                 get_joint_states=True, tool="tool_stretch_gripper", battery_v=12.4):
+        from sensor_msgs.msg import BatteryState, JointState
         from std_srvs.srv import Trigger
         from trajectory_msgs.msg import JointTrajectory
 
@@ -340,6 +341,9 @@ class FakeStretchDriverNode:
                       "joint_wrist_yaw": 0.5, "finger": 0.1}
         self.mode = mode
         self.object_width = object_width_m
+        self.homed, self.tool, self.battery_v = homed, tool, battery_v
+        self.effort = 0.0  # gripper finger effort (Robotis %), as stretch_driver puts it in joint_states
+        self.BatteryState = BatteryState
         self.goals: list[tuple[float, list, list]] = []
         self.calls: list[str] = []
         self.cancels = 0
@@ -348,10 +352,15 @@ class FakeStretchDriverNode:
         self.lim_pub = n.create_publisher(JointState, "/joint_limits", 1)
         self.mode_pub = n.create_publisher(client.String, "/mode", 1)
         self.stop_pub = n.create_publisher(client.Bool, "/is_runstopped", 1)
+        self.homed_pub = n.create_publisher(client.Bool, "/is_homed", 1)
+        self.tool_pub = n.create_publisher(client.String, "/tool", 1)
+        self.battery_pub = n.create_publisher(BatteryState, "/battery", 1)
         self.res_pub = n.create_publisher(client.String, "/fake_driver/result", 10)
         n.create_subscription(JointTrajectory, "/fake_driver/goal", self._on_goal, 10)
         n.create_subscription(client.String, "/fake_driver/cancel", self._on_cancel, 10)
-        n.create_service(Trigger, "/get_joint_states", self._srv("get_joint_states", self._publish_limits))
+        if get_joint_states:  # stretch_driver since 2024-02-29 only
+            n.create_service(Trigger, "/get_joint_states", self._srv("get_joint_states", self._publish_limits))
+        n.create_service(Trigger, "/home_the_robot", self._srv("home_the_robot", lambda: setattr(self, "homed", True)))
         n.create_service(Trigger, "/stop_the_robot", self._srv("stop_the_robot"))
         n.create_service(Trigger, "/switch_to_position_mode", self._srv("switch_to_position_mode",
                                                                          lambda: setattr(self, "mode", "position")))
@@ -382,9 +391,16 @@ class FakeStretchDriverNode:
         arm = s["wrist_extension"]
         m.position = [arm, s["joint_lift"], arm / 4, arm / 4, arm / 4, arm / 4, s["joint_head_pan"],
                       s["joint_head_tilt"], s["joint_wrist_yaw"], s["finger"], s["finger"]]
+        m.effort = [0.0] * 9 + [self.effort, self.effort]
         self.js_pub.publish(m)
         self.mode_pub.publish(self.c.String(data=self.mode))
         self.stop_pub.publish(self.c.Bool(data=False))
+        self.homed_pub.publish(self.c.Bool(data=self.homed))
+        self.tool_pub.publish(self.c.String(data=self.tool))
+        b = self.BatteryState()
+        b.voltage = self.battery_v
+        b.percentage = float("nan")  # stretch_driver does not know the charge
+        self.battery_pub.publish(b)
 
     def _on_cancel(self, _msg):
         self.cancels += 1
@@ -403,8 +419,10 @@ class FakeStretchDriverNode:
                     # closing on an object: the fingers stop at its width and the goal never completes
                     if wanted < self.object_width:
                         self.state["finger"] = self.object_width / (2 * FINGER_LEN)
+                        self.effort = -60.0  # squeezing the object
                         return
                     self.state["finger"] = v
+                    self.effort = -5.0
                 elif j in self.state:
                     self.state[j] = v
             self.res_pub.publish(self.c.String(data=json.dumps({"seq": seq, "ok": True})))
@@ -464,7 +482,7 @@ def _driver_child():
     def factory(node):
         cfg = node.P.dataclass(DriverBackendConfig, overrides={"mode_topic": node.mode_topic})
         return StretchDriverBackend(node, cfg, trajectory_client=TopicTrajectoryClient(node),
-                                    callback_group=node._drv_group)
+                                    callback_group=node._drv_group, fallback_limits=node.param_limits())
 
     sys.exit(run("stretch", sys.argv, driver_factory=factory))
 
@@ -472,7 +490,7 @@ def _driver_child():
 def test_stretch_driver_backend_goals_limits_services(domain, tmp_path):
     c = Client(domain)
     drv = FakeStretchDriverNode(c, mode="navigation")
-    params = {"backend": "driver", "gripper_settle_s": 0.2}
+    params = {"backend": "driver", "gripper_settle_s": 0.2, "grasp_min_effort": 20.0}
     proc = NodeProcess("stretch_executor_driver", [sys.executable, __file__, "--driver-child"] + ros_args(params),
                        ros_env(domain), tmp_path)
     try:
@@ -485,7 +503,8 @@ def test_stretch_driver_backend_goals_limits_services(domain, tmp_path):
             r = c.result(c.send(action), 15)
             assert r and r["success"], (action, r, proc.output()[-3000:])
             expect.append((action, r))
-        assert expect[5][1]["in_hand"] and not expect[6][1]["in_hand"]
+        # held needs the squeeze effort stretch_driver reports (grasp_min_effort 20): read from joint_states
+        assert expect[5][1]["in_hand"] and not expect[6][1]["in_hand"], expect[5]
         with drv.lock:
             goals = list(drv.goals)
         got = [(names, [round(v, 4) for v in pos]) for _, names, pos in goals]
@@ -508,20 +527,57 @@ def test_stretch_driver_backend_goals_limits_services(domain, tmp_path):
         assert not r["success"] and "limit" in r["message"]
         assert len(drv.goals) == len(goals)
 
-        # stop: cancels the goal and calls /stop_the_robot
+        # stop: cancelling alone does not stop a position-mode move upstream, so the running goal is preempted by
+        # a zero-length move of the same joint; /stop_the_robot (which relaxes the gripper) is not called
         drv.object_width = 0.0
+        n_goals = len(drv.goals)
         m = c.send("move_back")
         time.sleep(0.05)
         c.send_raw(json.dumps({"id": 500, "action": "stop"}))
         r = c.result(m, 5)
-        assert r is not None
-        assert c.wait(lambda: "stop_the_robot" in drv.calls, 5)
+        assert r is not None and not r["success"] and "interrupted" in r["message"], r
+        assert c.wait(lambda: len(drv.goals) >= n_goals + 2, 5), drv.goals[n_goals:]
+        with drv.lock:
+            after = [(names, pos) for _, names, pos in drv.goals[n_goals:]]
+        assert after[0] == (["translate_mobile_base"], [pytest.approx(-0.2)]) and \
+            after[1] == (["translate_mobile_base"], [0.0]), after
+        assert not [g for g in after if g[0] == ["joint_gripper_finger_left"]]
+        time.sleep(0.3)
+        assert "stop_the_robot" not in drv.calls
 
         # driver reports runstopped mode -> not ready
         drv.mode = "runstopped"
         assert c.wait_ready(False, 5)
         drv.mode = "position"
         assert c.wait_ready(True, 5)
+    finally:
+        code = proc.stop(signal.SIGINT)
+        c.close()
+    assert code == 0, proc.output()
+
+
+def test_stretch_driver_backend_old_driver_not_homed_tool_and_battery(domain, tmp_path):
+    """A stretch_driver older than 2024-02-29 (no /get_joint_states), an un-homed robot, a low battery."""
+    c = Client(domain)
+    drv = FakeStretchDriverNode(c, mode="position", homed=False, get_joint_states=False, battery_v=10.1)
+    params = {"backend": "driver", "limits_wait_s": 1.0, "home_if_needed": True, "limits.joint_lift": [0.0, 1.05]}
+    proc = NodeProcess("stretch_executor_old_driver",
+                       [sys.executable, __file__, "--driver-child"] + ros_args(params), ros_env(domain), tmp_path)
+    try:
+        assert c.wait_ready(True, 25), proc.output()[-3000:]
+        out = proc.output()
+        assert "robot not homed" in out and "home_the_robot" in drv.calls  # not ready until homed, then homed
+        assert "using joint limits from the limits.* parameters" in out, out[-2000:]
+        assert "battery low: 10.10 V" in out
+        assert c.wait(lambda: c.cmd_pub.get_subscription_count() > 0, 10)
+        r = c.result(c.send("move_arm_up"), 15)
+        assert r and r["success"], (r, proc.output()[-2000:])
+        with drv.lock:
+            assert drv.goals[-1][1:] == (["joint_lift"], [pytest.approx(1.05)])  # 1.02 + 0.1 clipped to the YAML's
+        drv.tool = "eoa_wrist_dw3_tool_sg3"  # not the RE1 gripper the grasp check assumes: not ready
+        assert c.wait_ready(False, 5)
+        r = c.result(c.send("move_arm_down"), 5)
+        assert not r["success"] and "end-of-arm tool" in r["message"], r
     finally:
         code = proc.stop(signal.SIGINT)
         c.close()

@@ -78,6 +78,13 @@ DESCRIPTIONS = {
     "limits.joint_lift": "[lower, upper] lift limits (m) used until the backend reports real ones",
     "limits.wrist_extension": "[lower, upper] arm extension limits (m) used until the backend reports real ones",
     "limits.joint_wrist_yaw": "[lower, upper] wrist yaw limits (rad) used until the backend reports real ones",
+    "limits.joint_head_pan": "[lower, upper] head pan limits (rad) for the start pose",
+    "limits.joint_head_tilt": "[lower, upper] head tilt limits (rad) for the start pose (negative looks down)",
+    "start_head_pan_deg": "start_pose: head pan (deg; 0 looks ahead)",
+    "start_head_tilt_deg": "start_pose: head tilt (deg; FLaRe's navigation camera looks 27 deg down: -27)",
+    "start_lift_m": "start_pose: lift height (m)",
+    "start_arm_m": "start_pose: arm extension (m; 0 = retracted)",
+    "start_wrist_yaw_deg": "start_pose: wrist yaw (deg)",
     # stretch driver backend
     "joint_states_topic": "Joint states (stretch_driver: /stretch/joint_states; locobot: Interbotix joint "
                           "states for the camera tilt)",
@@ -87,6 +94,17 @@ DESCRIPTIONS = {
     "switch_to_position_service": "std_srvs/Trigger to switch stretch_driver to position mode",
     "trajectory_action": "control_msgs/FollowJointTrajectory action of stretch_driver",
     "auto_position_mode": "Switch stretch_driver to position mode when it is in navigation/trajectory mode",
+    "is_homed_topic": "std_msgs/Bool homing state (stretch_driver: /is_homed); not homed = not ready; empty = "
+                      "not checked",
+    "home_service": "std_srvs/Trigger that homes the robot (stretch_driver: /home_the_robot, ~30 s)",
+    "home_if_needed": "Call home_service when the robot reports it is not homed (the robot moves every joint!)",
+    "battery_topic": "sensor_msgs/BatteryState (stretch_driver: /battery); empty = not watched",
+    "low_battery_v": "Warn when the battery voltage is below this (V; stretch_body's low_voltage_alert is 10.5)",
+    "tool_topic": "std_msgs/String end-of-arm tool (stretch_driver: /tool); empty = not checked",
+    "expected_tool": "Not ready unless tool_topic reports this tool (the grasp check assumes the Stretch gripper)",
+    "limits_wait_s": "How long to wait for get_joint_states_service before using the limits.* parameters (s)",
+    "use_stop_service": "stop also calls stop_service; off by default because /stop_the_robot relaxes the "
+                        "gripper (a held object drops)",
     "min_goal_interval_s": "Minimum time between two trajectory goals (stretch_driver rejects < 0.2 s)",
     "goal_timeout_s": "Time allowed for one trajectory goal (s)",
     "joint_state_timeout_s": "Joint states older than this make the robot not ready (s)",
@@ -241,7 +259,8 @@ class ExecutorNode(Node):
             if b == "driver":
                 cfg = P.dataclass(DriverBackendConfig, overrides={"mode_topic": self.mode_topic or "/mode"})
                 cfg.gripper_close_pct, cfg.gripper_open_pct = sp.gripper_close_pct, sp.gripper_open_pct
-                return StretchDriverBackend(self, cfg, callback_group=self._drv_group)
+                return StretchDriverBackend(self, cfg, callback_group=self._drv_group,
+                                            fallback_limits=self.param_limits())
             if b == "body":
                 cfg = P.dataclass(BodyBackendConfig)
                 cfg.gripper_close_pct, cfg.gripper_open_pct = sp.gripper_close_pct, sp.gripper_open_pct
@@ -255,15 +274,19 @@ class ExecutorNode(Node):
         from .executors.fake import FakeLocobotDriver
         return FakeLocobotDriver(log=self._log_info)
 
+    def param_limits(self) -> dict:
+        """The `limits.*` parameters: used until (or, without /get_joint_states, instead of) the robot's own."""
+        limits = {}
+        for joint, lim in DEFAULT_LIMITS.items():
+            lo, hi = self.P.get(f"limits.{joint}", [lim.lower, lim.upper])
+            limits[joint] = JointLimit(float(lo), float(hi))
+        return limits
+
     def _make_core(self):
         P = self.P
         if self.robot == "stretch":
             params = P.dataclass(StretchParams)
-            limits = {}
-            for joint, lim in DEFAULT_LIMITS.items():
-                lo, hi = P.get(f"limits.{joint}", [lim.lower, lim.upper])
-                limits[joint] = JointLimit(float(lo), float(hi))
-            return StretchExecutor(self.driver, params, logger=self.get_logger(), default_limits=limits)
+            return StretchExecutor(self.driver, params, logger=self.get_logger(), default_limits=self.param_limits())
         return LocobotExecutor(self.driver, P.dataclass(LocobotParams), logger=self.get_logger())
 
     # -- readiness ----------------------------------------------------------------------------------------
@@ -420,6 +443,10 @@ class ExecutorNode(Node):
             busy = self._busy
         vals = {"backend": self.backend, "busy": f"{busy.id} {busy.action}" if busy else "",
                 "in_hand": str(self.core.in_hand), **{k: str(v) for k, v in self._counts.items()}}
+        if getattr(self.driver, "limits_source", None) is not None:
+            vals["joint_limits_source"] = self.driver.limits_source or "not yet known"
+        if getattr(self.driver, "battery_voltage", None) is not None:
+            vals["battery_v"] = f"{self.driver.battery_voltage:.2f}"
         st.values = [KeyValue(key=k, value=v) for k, v in vals.items()]
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()

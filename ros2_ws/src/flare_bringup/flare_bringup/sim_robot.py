@@ -41,8 +41,8 @@ import time
 import numpy as np
 
 from flare_policy.embodiments import SIM_ACTIONS
-from flare_policy.protocol import (COMMAND_TOPIC, GOAL_TOPIC, OUTCOME_TOPIC, READY_TOPIC, RESULT_TOPIC, STOP,
-                                   Command, CommandResult, ProtocolError)
+from flare_policy.protocol import (COMMAND_TOPIC, GOAL_TOPIC, OUTCOME_TOPIC, READY_TOPIC, RESULT_TOPIC, START_POSE,
+                                   STOP, Command, CommandResult, ProtocolError)
 from flare_policy.rosutil import shutdown_executor
 
 NODE_NAME = "sim_robot"
@@ -310,6 +310,11 @@ def build_node_class():
                 return
             if self.runstop:
                 self._reply(cmd, False, "runstop pressed")
+                return
+            if cmd.action == START_POSE:  # the simulated agent already starts each episode in its pose
+                self._reply(cmd, True, "start_pose: the simulated agent is in its reset pose")
+                if self.p["publish_after_step"]:
+                    self.publish_frame()
                 return
             if cmd.episode > 0 and cmd.episode == self.stale_policy_episode:
                 self._reply(cmd, False, "command from a policy episode that started before this sim episode; "

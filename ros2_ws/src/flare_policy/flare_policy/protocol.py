@@ -5,6 +5,8 @@ All messages are `std_msgs/String` carrying one JSON object, so `ros2 topic echo
 policy -> executor, on `command_topic` (default /flare/command):
     {"id": 12, "action": "move_ahead", "episode": 3}
     {"id": 13, "action": "stop", "episode": 3}        # halt now; never acknowledged as a motion
+    {"id": 14, "action": "start_pose", "episode": 4}  # before an episode's first step: the pose the policy
+                                                      # was trained from (head aimed, arm stowed); acknowledged
 executor -> policy, on `result_topic` (default /flare/command_result):
     {"id": 12, "action": "move_ahead", "success": true, "in_hand": false, "stamp": 1700000000.25,
      "message": ""}
@@ -29,6 +31,7 @@ STATUS_TOPIC = "/flare/status"
 OUTCOME_TOPIC = "/flare/episode_outcome"
 
 STOP = "stop"  # not a policy action: every executor halts all motion on it
+START_POSE = "start_pose"  # not a policy action: move to the episode start pose, answered like a motion
 MAX_MESSAGE_CHARS = 4096
 
 

@@ -24,6 +24,8 @@ from typing import Callable, Optional
 JOINT_LIFT = "joint_lift"            # m
 JOINT_ARM = "wrist_extension"        # m (sum of the four telescoping joint_arm_l*)
 JOINT_WRIST_YAW = "joint_wrist_yaw"  # rad
+JOINT_HEAD_PAN = "joint_head_pan"    # rad (start pose only; the policy never moves the head)
+JOINT_HEAD_TILT = "joint_head_tilt"  # rad, negative looks down
 GRIPPER_APERTURE = "gripper_aperture"  # m between the fingertips (0 = touching, < 0 = squeezing)
 STRETCH_JOINTS = (JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW)
 
@@ -127,7 +129,8 @@ class RobotDriver(abc.ABC):
 
     @abc.abstractmethod
     def move_joint_to(self, joint: str, target: float) -> None:
-        """Move one joint to an absolute target (already clipped by the caller). Blocks until done."""
+        """Move one joint (JOINT_*, head joints included) to an absolute target (already clipped by the caller).
+        Blocks until done."""
 
     @abc.abstractmethod
     def gripper(self, command: str) -> GripperReading:
@@ -135,7 +138,8 @@ class RobotDriver(abc.ABC):
 
     @abc.abstractmethod
     def stop(self) -> None:
-        """Halt every motion now (thread-safe, non-blocking-ish); a blocked motion call then raises."""
+        """Halt every motion now (thread-safe, non-blocking-ish); a blocked motion call then raises. Must not
+        open or relax the gripper: an object it holds must stay held."""
 
 
 def wait_until_settled(read: Callable[[], Optional[float]], *, tolerance: float, settle_s: float,

@@ -12,7 +12,7 @@ import time
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, GripperReading, JointLimit,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, GripperReading, JointLimit,
     MotionInterrupted, RobotDriver, robotis_to_aperture,
 )
 from .locobot import LocobotDriver, Pose2D
@@ -42,7 +42,8 @@ class FakeStretchDriver(RobotDriver):
                  log: Optional[Callable[[str], None]] = None, fail_actions: tuple[str, ...] = ()):
         self.motion_time_s = motion_time_s
         self.object_width_m = object_width_m  # 0: nothing between the fingers
-        self.positions = {JOINT_LIFT: 0.5, JOINT_ARM: 0.1, JOINT_WRIST_YAW: 0.0, GRIPPER_APERTURE: 0.05}
+        self.positions = {JOINT_LIFT: 0.5, JOINT_ARM: 0.1, JOINT_WRIST_YAW: 0.0, GRIPPER_APERTURE: 0.05,
+                          JOINT_HEAD_PAN: 0.3, JOINT_HEAD_TILT: 0.0}
         self.positions.update(positions or {})
         self.limits = dict(DEFAULT_LIMITS)
         self.limits.update(limits or {})
@@ -92,7 +93,7 @@ class FakeStretchDriver(RobotDriver):
 
     def move_joint_to(self, joint: str, target: float) -> None:
         self._record("move_joint_to", joint, target)
-        if joint not in (JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW):
+        if joint not in (JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW, JOINT_HEAD_PAN, JOINT_HEAD_TILT):
             raise DriverError(f"unknown joint {joint}")
         self._wait("joint")
         with self._lock:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from flare_policy.embodiments import get_embodiment
+from flare_policy.protocol import START_POSE
 
 from .base import DriverError, DriverExecutor, HaltFlag, MotionInterrupted, Outcome, wrap_angle
 
@@ -143,6 +144,8 @@ class LocobotExecutor(DriverExecutor):
         return self.embodiment.actions
 
     def validate(self, action: str) -> Optional[str]:
+        if action == START_POSE:
+            return None
         if action not in self.embodiment.actions:
             return f"unknown action {action!r} for locobot"
         if not self.embodiment.is_allowed(action):
@@ -157,6 +160,13 @@ class LocobotExecutor(DriverExecutor):
             return Outcome(False, False, err)
         p = self.params
         try:
+            if action == START_POSE:  # the camera back to initial_tilt_deg; the base stays where it is
+                ok, why = self.driver.has_tilt()
+                if not ok:
+                    return Outcome(True, False, f"start_pose: no camera tilt ({why}); nothing to move")
+                target = math.radians(p.initial_tilt_deg) * p.tilt_down_sign
+                self.driver.tilt_to(target)
+                return Outcome(True, False, f"start_pose: camera tilt {p.initial_tilt_deg:.1f} deg down")
             if action == "end":
                 return Outcome(True, False, "end: no motion")
             if action == "move_ahead":

@@ -14,6 +14,13 @@ Magnitudes are FLaRe's (flare_method.md section 1): base 0.2 m, rotation 30 deg 
 * `pickup` is a heuristic grasp: close the gripper (FLaRe's GraspTo(-10), Robotis %) and report the object
   held if the fingers stop before closing (aperture >= grasp_min_aperture_m, and, if set, |effort| >=
   grasp_min_effort). `dropoff` opens (GraspTo(30)) and clears in-hand. `end` / `sub_done` never move.
+* `start_pose` (protocol.START_POSE, sent by the policy before an episode's first step) puts the robot in the
+  pose FLaRe's simulated agent starts from (environment/stretch_controller.py calibrate_agent in
+  JiahengHu/FLaRe): the navigation camera pitched 27 deg down (head tilt -27 deg, pan 0 = looking ahead) and
+  the gripper at openness 30 (SetGripperOpenness(30), our gripper_open_pct). FLaRe's code sets no arm pose;
+  the arm starts retracted there, so the arm is retracted (0 m), the wrist at `start_wrist_yaw_deg` and the
+  lift at `start_lift_m` (our choice, to confirm on the robot). The arm retracts first, then the lift, wrist,
+  gripper and head move, each to a target clipped to the limits.
 """
 from __future__ import annotations
 
@@ -23,9 +30,10 @@ from dataclasses import dataclass, fields
 from typing import Optional
 
 from flare_policy.embodiments import NO_MOTION_ACTIONS, STRETCH_ACTIONS
+from flare_policy.protocol import START_POSE
 
 from .base import (
-    JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverExecutor, HaltFlag, JointLimit, MotionInterrupted,
+    JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverExecutor, HaltFlag, JointLimit, MotionInterrupted,
     Outcome, RobotDriver,
 )
 
@@ -34,6 +42,8 @@ DEFAULT_LIMITS = {
     JOINT_LIFT: JointLimit(0.0, 1.1),
     JOINT_ARM: JointLimit(0.0, 0.52),
     JOINT_WRIST_YAW: JointLimit(-1.75, 4.0),
+    JOINT_HEAD_PAN: JointLimit(-3.9, 1.5),     # conservative head ranges (rad); negative tilt looks down
+    JOINT_HEAD_TILT: JointLimit(-1.5, 0.75),
 }
 
 
@@ -54,6 +64,11 @@ class StretchParams:
     grasp_min_effort: float = 0.0      # 0 = do not use effort
     min_joint_change_m: float = 0.001
     min_wrist_change_deg: float = 0.5
+    start_head_pan_deg: float = 0.0     # looking ahead
+    start_head_tilt_deg: float = -27.0  # FLaRe calibrate_agent: navigation camera 27 deg down
+    start_lift_m: float = 0.7
+    start_arm_m: float = 0.0            # retracted
+    start_wrist_yaw_deg: float = 0.0
 
     @classmethod
     def names(cls) -> list[str]:
@@ -167,15 +182,47 @@ class StretchExecutor(DriverExecutor):
 
     def validate(self, action: str) -> Optional[str]:
         """None if the action exists, else a refusal message (nothing is executed)."""
-        if action not in STRETCH_ACTIONS:
+        if action not in STRETCH_ACTIONS and action != START_POSE:
             return f"unknown action {action!r} for stretch"
         return None
+
+    def start_pose(self) -> list[tuple[str, float]]:
+        """(joint, absolute target) in execution order, clipped to the limits."""
+        p, limits = self.params, self._limits()
+        pose = [(JOINT_ARM, p.start_arm_m), (JOINT_LIFT, p.start_lift_m),
+                (JOINT_WRIST_YAW, math.radians(p.start_wrist_yaw_deg)),
+                (JOINT_HEAD_PAN, math.radians(p.start_head_pan_deg)),
+                (JOINT_HEAD_TILT, math.radians(p.start_head_tilt_deg))]
+        return [(j, (limits.get(j) or DEFAULT_LIMITS[j]).clip(v)) for j, v in pose]
+
+    def _start_pose(self) -> Outcome:
+        t0 = time.monotonic()
+        done = []
+        try:
+            for joint, target in self.start_pose():
+                if self._halt.is_set():
+                    raise MotionInterrupted(self._halt.reason)
+                self.driver.move_joint_to(joint, target)
+                done.append(f"{joint} {target:+.3f}")
+            if self._halt.is_set():
+                raise MotionInterrupted(self._halt.reason)
+            self.driver.gripper("open")
+            self.in_hand = False
+        except MotionInterrupted as e:
+            return Outcome(False, self.in_hand, f"start_pose interrupted: {self._halt.reason or e}")
+        except DriverError as e:
+            if self._halt.is_set():
+                return Outcome(False, self.in_hand, f"start_pose interrupted: {self._halt.reason}")
+            return Outcome(False, self.in_hand, f"start_pose failed after [{', '.join(done)}]: {e}")
+        return Outcome(True, False, f"start_pose: {', '.join(done)}, gripper open ({time.monotonic() - t0:.2f} s)")
 
     def execute(self, action: str) -> Outcome:
         self._halt.clear()
         err = self.validate(action)
         if err:
             return Outcome(False, self.in_hand, err)
+        if action == START_POSE:
+            return self._start_pose()
         if action in NO_MOTION_ACTIONS:
             return Outcome(True, self.in_hand, f"{action}: no motion")
         try:

@@ -7,8 +7,11 @@
   `stretch_driver`. The two backends can therefore never run together: pick one per run.
 * Base: `base.translate_by` / `base.rotate_by` + `push_command()`; lift / arm: `move_to` + `push_command()`;
   wrist yaw and gripper (Dynamixel) move immediately via `end_of_arm.move_to`. Each motion waits for
-  completion (`wait_command`), then checks the halt flag. `stop()` commands zero-length moves on every joint
-  (what stretch_driver's /stop_the_robot does), which ends a running wait; `close()` calls `robot.stop()`.
+  completion (`wait_command`), then checks the halt flag. `stop()` commands zero-length moves on the base, lift,
+  arm, wrist and head, which ends a running wait, but never on the gripper: a zero-length gripper move
+  commands the fingers to where they are and so releases the squeeze on a held object (what stretch_driver's
+  /stop_the_robot does). `close()` calls `robot.stop()`.
+* Head (start pose): `head.move_to('head_pan' | 'head_tilt', rad)` (Dynamixel, immediate).
 * Runstop: `get_status()['pimu']['runstop_event']`; homing: `is_homed()`.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
     JointLimit, MotionInterrupted, RobotDriver, robotis_to_aperture, wait_until_settled,
 )
 
@@ -128,6 +131,10 @@ class StretchBodyBackend(RobotDriver):
                 out[JOINT_WRIST_YAW] = float(eoa["wrist_yaw"]["pos"])
             if "stretch_gripper" in eoa:
                 out[GRIPPER_APERTURE] = robotis_to_aperture(float(eoa["stretch_gripper"]["pos_pct"]))
+            head = s.get("head", {})
+            for joint, key in ((JOINT_HEAD_PAN, "head_pan"), (JOINT_HEAD_TILT, "head_tilt")):
+                if key in head:
+                    out[joint] = float(head[key]["pos"])
         except (KeyError, TypeError) as e:
             raise DriverError(f"unexpected stretch_body status layout: missing {e}") from e
         return out
@@ -165,6 +172,9 @@ class StretchBodyBackend(RobotDriver):
             self._stepper(lambda r: r.arm.move_to(target))
         elif joint == JOINT_WRIST_YAW:
             self._dynamixel(lambda r: r.end_of_arm.move_to("wrist_yaw", target))
+        elif joint in (JOINT_HEAD_PAN, JOINT_HEAD_TILT):
+            key = "head_pan" if joint == JOINT_HEAD_PAN else "head_tilt"
+            self._dynamixel(lambda r: r.head.move_to(key, target))
         else:
             raise DriverError(f"unsupported joint {joint}")
 
@@ -197,9 +207,11 @@ class StretchBodyBackend(RobotDriver):
         if r is None:
             return
         with self._lock:
+            # no gripper here: see the module docstring (a held object would slip)
             for f in (lambda: r.base.translate_by(0.0), lambda: r.base.rotate_by(0.0), lambda: r.arm.move_by(0.0),
                       lambda: r.lift.move_by(0.0), lambda: r.end_of_arm.move_by("wrist_yaw", 0.0),
-                      lambda: r.end_of_arm.move_by("stretch_gripper", 0.0), r.push_command):
+                      lambda: r.head.move_by("head_pan", 0.0), lambda: r.head.move_by("head_tilt", 0.0),
+                      r.push_command):
                 try:
                     f()
                 except Exception:

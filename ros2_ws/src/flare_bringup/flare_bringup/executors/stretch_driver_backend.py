@@ -4,9 +4,20 @@
   per goal, so the base joints `translate_mobile_base` / `rotate_mobile_base` (relative) are never combined.
   The next goal is sent only after the previous result arrived and at least `min_goal_interval_s` later (the
   driver rejects goals < 0.2 s apart).
-* State: `/stretch/joint_states` looked up *by name*; limits from `/joint_limits` (lower = position[],
-  upper = velocity[]), published after a `/get_joint_states` call; `/mode` must be `position` (switched with
-  `/switch_to_position_mode` if allowed); `/stop_the_robot` on stop.
+* State: `/stretch/joint_states` looked up *by name* (positions, and the gripper finger's effort for the grasp
+  check); limits from `/joint_limits` (lower = position[], upper = velocity[]), published after a
+  `/get_joint_states` call. That service exists only in stretch_driver since 2024-02-29: when it is not
+  discovered within `limits_wait_s`, the limits given by the executor (the `limits.*` parameters of
+  executor_stretch.yaml) are used instead, and `limits_source` says which source is in force. `/mode` must be
+  `position` (switched with `/switch_to_position_mode` if allowed); `/is_homed` must be true (an un-homed
+  robot drops lift/arm goals: stretch_body prismatic_joint.move_to), optionally by calling `/home_the_robot`.
+* Stop: cancelling a goal only calls stretch_body's stop_trajectory(), which does not stop a position-mode
+  move (stretch_core joint_trajectory_server.py), and `/stop_the_robot` zero-moves every joint *including the
+  gripper*, which drops a grasp (stretch_driver.py stop_the_robot_callback). So `stop()` preempts the running
+  goal with a "hold" goal for the joint that was moving (a zero-length base move, or the joint's current
+  position), never touching the gripper; `/stop_the_robot` is called only with `use_stop_service`.
+* Also watched: `/battery` (voltage below `low_battery_v` warns; stretch_body's low_voltage_alert is 10.5 V)
+  and `/tool` (not `expected_tool` = not ready: the grasp check assumes the Stretch gripper).
 * control_msgs (FollowJointTrajectory) is not on PyPI: the action client is import-guarded and fails with a
   clear message. Goals are built as trajectory_msgs/JointTrajectory, so goal construction is testable anywhere.
 """
@@ -19,7 +30,7 @@ from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
     JointLimit, MotionInterrupted, RobotDriver, aperture_to_finger_rad, finger_rad_to_aperture,
     robotis_to_aperture, wait_until_settled,
 )
@@ -28,7 +39,8 @@ BASE_TRANSLATE = "translate_mobile_base"
 BASE_ROTATE = "rotate_mobile_base"
 GRIPPER_FINGER = "joint_gripper_finger_left"
 ARM_SEGMENTS = ("joint_arm_l0", "joint_arm_l1", "joint_arm_l2", "joint_arm_l3")
-GOAL_JOINTS = (BASE_TRANSLATE, BASE_ROTATE, JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW, GRIPPER_FINGER)
+GOAL_JOINTS = (BASE_TRANSLATE, BASE_ROTATE, JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW, GRIPPER_FINGER, JOINT_HEAD_PAN,
+               JOINT_HEAD_TILT)
 CONTROL_MODES = ("position", "navigation", "trajectory")
 
 
@@ -41,6 +53,15 @@ class DriverBackendConfig:
     stop_service: str = "/stop_the_robot"
     switch_to_position_service: str = "/switch_to_position_mode"
     trajectory_action: str = "/stretch_controller/follow_joint_trajectory"
+    is_homed_topic: str = "/is_homed"
+    home_service: str = "/home_the_robot"
+    home_if_needed: bool = False
+    battery_topic: str = "/battery"
+    low_battery_v: float = 10.5
+    tool_topic: str = "/tool"
+    expected_tool: str = "tool_stretch_gripper"
+    limits_wait_s: float = 5.0
+    use_stop_service: bool = False
     auto_position_mode: bool = True
     min_goal_interval_s: float = 0.25
     goal_timeout_s: float = 20.0
@@ -102,7 +123,18 @@ def positions_from_joint_state(names, positions) -> dict[str, float]:
         out[GRIPPER_APERTURE] = js[GRIPPER_APERTURE]
     elif GRIPPER_FINGER in js:
         out[GRIPPER_APERTURE] = finger_rad_to_aperture(js[GRIPPER_FINGER])
+    for j in (JOINT_HEAD_PAN, JOINT_HEAD_TILT):
+        if j in js:
+            out[j] = js[j]
     return out
+
+
+def effort_from_joint_state(names, efforts, joint: str = GRIPPER_FINGER) -> Optional[float]:
+    """The effort stretch_driver reports for `joint` (gripper: Robotis effort %), None if absent."""
+    for n, e in zip(names, efforts):
+        if n == joint and math.isfinite(float(e)):
+            return float(e)
+    return None
 
 
 def limits_from_joint_limits(names, lower, upper) -> dict[str, JointLimit]:
@@ -113,7 +145,7 @@ def limits_from_joint_limits(names, lower, upper) -> dict[str, JointLimit]:
             lim = JointLimit(float(lo), float(hi))
         except ValueError:
             continue
-        if n in (JOINT_LIFT, JOINT_WRIST_YAW, GRIPPER_FINGER, JOINT_ARM):
+        if n in (JOINT_LIFT, JOINT_WRIST_YAW, GRIPPER_FINGER, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT):
             out[n] = lim
         elif n == "joint_arm" and JOINT_ARM not in out:
             out[JOINT_ARM] = lim
@@ -202,10 +234,10 @@ class StretchDriverBackend(RobotDriver):
     name = "driver"
 
     def __init__(self, node, config: Optional[DriverBackendConfig] = None, trajectory_client=None,
-                 callback_group=None):
+                 callback_group=None, fallback_limits: Optional[dict[str, JointLimit]] = None):
         from rclpy.callback_groups import ReentrantCallbackGroup
-        from sensor_msgs.msg import JointState
-        from std_msgs.msg import String
+        from sensor_msgs.msg import BatteryState, JointState
+        from std_msgs.msg import Bool, String
         from std_srvs.srv import Trigger
 
         self.node = node
@@ -215,6 +247,17 @@ class StretchDriverBackend(RobotDriver):
         self._positions: dict[str, float] = {}
         self._positions_t = None
         self._limits: dict[str, JointLimit] = {}
+        self._fallback_limits = dict(fallback_limits or {})
+        self.limits_source = ""  # which limits are in force, once known
+        self._effort: Optional[float] = None
+        self._homed: Optional[bool] = None
+        self._last_home_t = 0.0
+        self._tool: Optional[str] = None
+        self._battery_v: Optional[float] = None
+        self._battery_warned_t = 0.0
+        self._moving_joint: Optional[str] = None  # joint of the goal in flight (what stop() must hold)
+        self._send_lock = threading.Lock()
+        self._t_start = time.monotonic()
         self._mode: Optional[str] = None
         self._halt = threading.Event()
         self._last_goal_t = 0.0
@@ -228,6 +271,13 @@ class StretchDriverBackend(RobotDriver):
         node.create_subscription(JointState, c.joint_limits_topic, self._on_joint_limits, 5,
                                  callback_group=self._cbg)
         node.create_subscription(String, c.mode_topic, self._on_mode, 5, callback_group=self._cbg)
+        if c.is_homed_topic:
+            node.create_subscription(Bool, c.is_homed_topic, self._on_homed, 5, callback_group=self._cbg)
+        if c.tool_topic:
+            node.create_subscription(String, c.tool_topic, self._on_tool, 5, callback_group=self._cbg)
+        if c.battery_topic:
+            node.create_subscription(BatteryState, c.battery_topic, self._on_battery, 5, callback_group=self._cbg)
+        self._home_srv = node.create_client(Trigger, c.home_service, callback_group=self._cbg)
         self._limits_srv = node.create_client(Trigger, c.get_joint_states_service, callback_group=self._cbg)
         self._stop_srv = node.create_client(Trigger, c.stop_service, callback_group=self._cbg)
         self._position_srv = node.create_client(Trigger, c.switch_to_position_service, callback_group=self._cbg)
@@ -235,17 +285,55 @@ class StretchDriverBackend(RobotDriver):
     # -- callbacks --------------------------------------------------------------------------------------
     def _on_joint_states(self, msg) -> None:
         pos = positions_from_joint_state(msg.name, msg.position)
+        effort = effort_from_joint_state(msg.name, msg.effort) if len(msg.effort) == len(msg.name) else None
         with self._lock:
             self._positions.update(pos)
+            self._effort = effort
             self._positions_t = time.monotonic()
 
     def _on_joint_limits(self, msg) -> None:
         lim = limits_from_joint_limits(msg.name, msg.position, msg.velocity)
         with self._lock:
             self._limits.update(lim)
+            if lim and self.limits_source != c_limits_source(self.cfg):
+                self.limits_source = c_limits_source(self.cfg)
+                self._log_info(f"joint limits from {self.limits_source}: " + ", ".join(
+                    f"{k} [{v.lower:.3f}, {v.upper:.3f}]" for k, v in sorted(lim.items())))
 
     def _on_mode(self, msg) -> None:
         self._mode = msg.data
+
+    def _on_homed(self, msg) -> None:
+        self._homed = bool(msg.data)
+
+    def _on_tool(self, msg) -> None:
+        self._tool = msg.data
+
+    def _on_battery(self, msg) -> None:
+        v = float(msg.voltage)
+        self._battery_v = v if math.isfinite(v) else None
+        now = time.monotonic()
+        if self._battery_v is not None and self._battery_v < self.cfg.low_battery_v \
+                and now - self._battery_warned_t > 30.0:
+            self._battery_warned_t = now
+            self._log_warn(f"battery low: {self._battery_v:.2f} V (< {self.cfg.low_battery_v:.2f} V): charge the "
+                           f"robot (stretch_body's own low-voltage alert is 10.5 V)")
+
+    def _log_info(self, msg: str) -> None:
+        try:
+            self.node.get_logger().info(msg)
+        except Exception:  # noqa: BLE001 - logging must never break a callback
+            pass
+
+    def _log_warn(self, msg: str) -> None:
+        try:
+            self.node.get_logger().warning(msg)
+        except Exception:  # noqa: BLE001
+            pass
+
+    @property
+    def battery_voltage(self) -> Optional[float]:
+        return self._battery_v
 
     # -- RobotDriver ------------------------------------------------------------------------------------
     def start(self, timeout_s: float = 10.0) -> None:
@@ -260,27 +348,56 @@ class StretchDriverBackend(RobotDriver):
 
     def is_ready(self) -> tuple[bool, str]:
         now = time.monotonic()
+        c = self.cfg
         if self._positions_t is None:
-            return False, f"no joint states on {self.cfg.joint_states_topic} yet (is stretch_driver running?)"
-        if now - self._positions_t > self.cfg.joint_state_timeout_s:
-            return False, f"joint states on {self.cfg.joint_states_topic} are stale ({now - self._positions_t:.1f} s)"
+            return False, f"no joint states on {c.joint_states_topic} yet (is stretch_driver running?)"
+        if now - self._positions_t > c.joint_state_timeout_s:
+            return False, f"joint states on {c.joint_states_topic} are stale ({now - self._positions_t:.1f} s)"
         if not self._limits:
-            # never move on guessed limits: this robot's /joint_limits must have arrived first
-            if now - self._last_limits_request_t > 2.0:
-                self._request_limits()
-            return False, f"waiting for joint limits ({self.cfg.get_joint_states_service} -> /joint_limits)"
+            # never move on guessed limits: this robot's /joint_limits, or the documented fallback
+            if self._limits_srv.service_is_ready():
+                if now - self._last_limits_request_t > 2.0:
+                    self._request_limits()
+                return False, f"waiting for joint limits ({c.get_joint_states_service} -> {c.joint_limits_topic})"
+            if now - self._t_start < c.limits_wait_s:
+                return False, f"waiting for the {c.get_joint_states_service} service (joint limits)"
+            if not self._fallback_limits:
+                return False, (f"stretch_driver has no {c.get_joint_states_service} service (older than "
+                               f"2024-02-29) and no fallback limits were given (limits.* parameters)")
+            with self._lock:
+                self._limits.update(self._fallback_limits)
+            self.limits_source = "the limits.* parameters (stretch_driver has no " + c.get_joint_states_service + ")"
+            self._log_warn(f"{c.get_joint_states_service} not available: this stretch_driver predates "
+                           f"2024-02-29; using joint limits from {self.limits_source}: " + ", ".join(
+                               f"{k} [{v.lower:.3f}, {v.upper:.3f}]" for k, v in sorted(self._fallback_limits.items()))
+                           + " -- check them against this robot's calibration (stretch_params.py)")
+        if c.is_homed_topic:
+            if self._homed is None:
+                return False, f"no homing state on {c.is_homed_topic} yet"
+            if not self._homed:
+                if c.home_if_needed and self._mode in CONTROL_MODES:
+                    if now - self._last_home_t > 40.0 and self._home_srv.service_is_ready():
+                        self._last_home_t = now  # homing takes ~30 s and blocks stretch_driver meanwhile
+                        self._log_warn(f"robot not homed: calling {c.home_service} (home_if_needed)")
+                        self._home_srv.call_async(self._trigger.Request())
+                    return False, f"robot not homed: homing through {c.home_service}"
+                return False, (f"robot not homed: lift and arm goals would fail; run stretch_robot_home.py (or call "
+                               f"{c.home_service}, or set home_if_needed:=true)")
+        if c.tool_topic and c.expected_tool and self._tool is not None and self._tool != c.expected_tool:
+            return False, (f"end-of-arm tool is {self._tool!r} on {c.tool_topic}, expected {c.expected_tool!r} "
+                           f"(the grasp check and gripper targets assume the Stretch gripper)")
         mode = self._mode
         if mode is None:
-            return False, f"no stretch_driver mode on {self.cfg.mode_topic} yet"
+            return False, f"no stretch_driver mode on {c.mode_topic} yet"
         if mode != "position":
-            if mode in CONTROL_MODES and self.cfg.auto_position_mode:
+            if mode in CONTROL_MODES and c.auto_position_mode:
                 if now - self._last_switch_t > 2.0 and self._position_srv.service_is_ready():
                     self._last_switch_t = now
                     self._position_srv.call_async(self._trigger.Request())
                 return False, f"stretch_driver is in {mode} mode; switching to position mode"
             return False, f"stretch_driver is in {mode} mode (position mode required)"
         if self._client is None or not self._client.server_ready():
-            return False, f"trajectory action {self.cfg.trajectory_action} not available"
+            return False, f"trajectory action {c.trajectory_action} not available"
         return True, ""
 
     def is_runstopped(self) -> bool:
@@ -303,7 +420,7 @@ class StretchDriverBackend(RobotDriver):
         self._goal(BASE_ROTATE, radians)
 
     def move_joint_to(self, joint: str, target: float) -> None:
-        if joint not in (JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW):
+        if joint not in (JOINT_LIFT, JOINT_ARM, JOINT_WRIST_YAW, JOINT_HEAD_PAN, JOINT_HEAD_TILT):
             raise DriverError(f"unsupported joint {joint}")
         self._goal(joint, target)
 
@@ -327,17 +444,55 @@ class StretchDriverBackend(RobotDriver):
                                    timeout_s=self.cfg.gripper_timeout_s, halted=self._halt.is_set)
         if final is None:
             raise DriverError("gripper aperture unknown (no joint_gripper_finger_left in joint states)")
-        return GripperReading(final, None)
+        with self._lock:
+            effort = self._effort
+        return GripperReading(final, effort)
 
     def stop(self) -> None:
+        joint = self._moving_joint  # read before halting: the halted motion call clears it
         self._halt.set()
         if self._client is not None:
             try:
-                self._client.cancel()
+                self._client.cancel()  # ends our wait; does not stop a position-mode move by itself
             except Exception:
                 pass
-        if self._stop_srv.service_is_ready():
+        if joint is not None and joint != GRIPPER_FINGER:
+            threading.Thread(target=self._hold, args=(joint,), name="stretch-hold", daemon=True).start()
+        if self.cfg.use_stop_service and self._stop_srv.service_is_ready():
             self._stop_srv.call_async(self._trigger.Request())
+
+    def hold_target(self, joint: str) -> Optional[float]:
+        """The goal that halts `joint` where it is: a zero-length base move, or the current position."""
+        if joint in (BASE_TRANSLATE, BASE_ROTATE):
+            return 0.0
+        with self._lock:
+            return self._positions.get(joint)
+
+    def _hold(self, joint: str) -> None:
+        """Preempt the running goal with one that keeps `joint` where it is now. stretch_driver rejects a goal
+        < 0.2 s after the previous one, so a rejected hold is retried for a second."""
+        target = self.hold_target(joint)
+        if target is None or self._client is None:
+            return
+        traj = build_trajectory(joint, target)
+        deadline = time.monotonic() + 1.0
+        with self._send_lock:  # the next command's goal waits until the hold went out
+            self._hold_locked(joint, traj, deadline)
+
+    def _hold_locked(self, joint: str, traj, deadline: float) -> None:
+        while True:
+            wait = self._last_goal_t + self.cfg.min_goal_interval_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_goal_t = time.monotonic()
+            try:
+                ok, msg = self._client.send(traj, 5.0, lambda: False)
+            except Exception as e:  # noqa: BLE001 - stopping must never raise
+                ok, msg = False, repr(e)
+            if ok or time.monotonic() > deadline or not msg.startswith("goal rejected"):
+                if not ok:
+                    self._log_warn(f"stop: hold goal for {joint} failed: {msg}")
+                return
 
     def close(self) -> None:
         pass
@@ -350,16 +505,25 @@ class StretchDriverBackend(RobotDriver):
             raise DriverUnavailable("trajectory client not started")
         traj = build_trajectory(joint, value)
         check_goal(traj)
-        wait = self._last_goal_t + self.cfg.min_goal_interval_s - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self._last_goal_t = time.monotonic()
-        ok, msg = self._client.send(traj, timeout_s or self.cfg.goal_timeout_s, self._halt.is_set, until)
+        with self._send_lock:
+            wait = self._last_goal_t + self.cfg.min_goal_interval_s - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._last_goal_t = time.monotonic()
+            self._moving_joint = joint
+            try:
+                ok, msg = self._client.send(traj, timeout_s or self.cfg.goal_timeout_s, self._halt.is_set, until)
+            finally:
+                self._moving_joint = None
         self._last_goal_t = time.monotonic()
         if self._halt.is_set():
             raise MotionInterrupted("halted")
         if not ok and not (timeout_ok and msg.startswith("no result")):
             raise DriverError(f"{joint} -> {value:.4f}: {msg}")
+
+
+def c_limits_source(cfg: DriverBackendConfig) -> str:
+    return f"{cfg.joint_limits_topic} (stretch_driver {cfg.get_joint_states_service})"
 
 
 class _SettleDetector:
