@@ -46,9 +46,12 @@ class BCConfig:
     warmup: int = 100
     grad_clip: float = 1.0
     checkpoint_every: int = 250
-    cache_shards: int = 64  # demo shards kept decompressed in memory (~70 MB each at 250 episodes)
+    cache_shards: int = 0  # demo shards kept in memory, 0 = all (compact tile storage: ~100 bytes per frame)
     seed: int = 0
     threads: int = 2
+    # bf16 autocast of the forward pass: "auto" = on where the CPU computes bf16 natively (AVX-512 BF16 / AMX),
+    # "on", "off" (fp32). Weights, optimizer state and the loss stay fp32.
+    amp: str = "auto"
 
     @classmethod
     def from_yaml(cls, path) -> "BCConfig":
@@ -70,7 +73,9 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
         n = len(z["action"])
         a = int(rng.integers(0, max(1, n - window + 1)))
         m = min(window, n - a)
-        for k in ("rgb", "action", "in_hand", "step"):
+        out["rgb"][b, :m] = dataset.shard_frames(sid, a, a + m)
+        out["rgb"][b, m:] = out["rgb"][b, m - 1]
+        for k in ("action", "in_hand", "step"):
             out[k][b, :m] = z[k][a:a + m]
             out[k][b, m:] = z[k][a + m - 1]
         out["step"][b, m:] += np.arange(1, window - m + 1)  # padding never looks like an episode start
@@ -88,10 +93,12 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
     return out
 
 
-def bc_loss(model, batch, bank: GoalBank):
+def bc_loss(model, batch, bank: GoalBank, bf16: bool = False):
     goal_idx = bank.index(batch["goals"])[batch["goal_row"]]
     inp = make_input(batch["rgb"], goal_idx, batch["prev"], batch["in_hand"], batch["step"], bank)
-    logits, _, _ = model(inp)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, _, _ = model(inp)
+    logits = logits.float()
     target = torch.as_tensor(batch["action"], dtype=torch.long)
     valid = torch.as_tensor(batch["valid"])
     loss = F.cross_entropy(logits[valid], target[valid])
@@ -105,7 +112,10 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
 
     from .dataset import DemoDataset
 
+    from flare_policy.cpuinfo import use_bf16
+
     torch.set_num_threads(cfg.threads)
+    bf16 = use_bf16(cfg.amp)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     emb = get_embodiment(cfg.embodiment)
@@ -133,6 +143,8 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     (logdir / "bc_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     dataset = DemoDataset(cfg.data, cache_shards=cfg.cache_shards)
+    dataset.preload(progress=True)
+    print(f"demo frames in memory: {dataset.memory_bytes() / 2**20:.0f} MiB for {dataset.num_steps:,} steps")
     bank = GoalBank(TextEncoder("minilm"))
     t_text = time.time()
     bank.text_encoder.prefetch(dataset.goals)
@@ -140,7 +152,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     print(f"encoded {len(bank)} distinct goals in {time.time() - t_text:.1f} s")
     writer = SummaryWriter(str(logdir / "tb"))
     print(f"BC: {len(dataset)} episodes, model {cfg.preset} ({model.n_trainable():,} params), "
-          f"{cfg.steps} steps of {cfg.batch_size}x{cfg.window}")
+          f"{cfg.steps} steps of {cfg.batch_size}x{cfg.window}, {'bf16 autocast' if bf16 else 'fp32'}")
 
     def checkpoint(step):
         save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -155,7 +167,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     t0, bar = time.time(), tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="bc", unit="step")
     for step in bar:
         batch = sample_batch(dataset, cfg.batch_size, cfg.window, model_cfg.n_actions, rng)
-        loss, acc = bc_loss(model, batch, bank)
+        loss, acc = bc_loss(model, batch, bank, bf16)
         if not torch.isfinite(loss):
             sys.exit(f"flare-train bc: non-finite loss at step {step}; last good checkpoint kept at {ckpt_path}")
         opt.zero_grad(set_to_none=True)

@@ -4,6 +4,13 @@
 the small per-episode members at start-up. Frames are loaded a shard at a time into a small LRU cache
 (`cache_shards`), so datasets far larger than memory work.
 
+Frames are kept *compact* by default (`TileCodec`): a MiniGrid frame is a 7x7 grid of tile_size x tile_size
+patches drawn from a few hundred distinct patches, so each frame is stored as 49 uint16 indices into a shared
+patch table (98 bytes instead of 9,408 at 56x56: ~96x less). Decoding is one table lookup, exact by
+construction, and checked on every shard (a shard that does not round-trip, or whose patches would overflow
+the uint16 table, e.g. camera images, is kept raw). With compact frames every shard of a 100k-episode dataset (~2.7M frames, ~270 MB) stays
+in memory, so `cache_shards=0` (all) is the default and no batch ever waits for a decompression.
+
 `sample_windows(batch, window, rng)` draws SPOC-style training windows (`window` consecutive steps of one
 episode; episodes shorter than the window are right-padded and masked). While all shards fit in the cache,
 episodes are drawn uniformly from the whole dataset. Otherwise draws come from an *active set* of `cache_shards`
@@ -22,11 +29,53 @@ import numpy as np
 from flare_training.demos import FORMAT, INDEX
 
 
+class TileCodec:
+    """Exact compact storage of tile-aligned frames: (n, H, W, 3) uint8 <-> (n, H/t, W/t) uint16 indices into a
+    growing table of distinct t x t x 3 patches (shared by all shards of a dataset)."""
+
+    def __init__(self, tile: int):
+        self.tile = int(tile)
+        self.table = np.zeros((0, self.tile * self.tile * 3), np.uint8)
+        self._index: dict[bytes, int] = {}
+        # patch -> 64-bit key by a fixed random projection; collisions cannot corrupt data: decode(encode(x))
+        # is compared with x and a mismatching shard is stored raw
+        self._proj = np.random.default_rng(0).integers(1, 2**62, self.table.shape[1], dtype=np.uint64) | np.uint64(1)
+
+    def encode(self, rgb: np.ndarray) -> np.ndarray | None:
+        """Indices (n, H/t, W/t) uint16, or None if the frames are not tile-aligned or do not round-trip."""
+        n, H, W, C = rgb.shape
+        t = self.tile
+        if H % t or W % t or C != 3 or n == 0:
+            return None
+        patches = rgb.reshape(n, H // t, t, W // t, t, 3).transpose(0, 1, 3, 2, 4, 5).reshape(-1, t * t * 3)
+        keys = patches.astype(np.uint64) @ self._proj  # wraps mod 2**64: a hash
+        uniq, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+        blobs = [patches[row].tobytes() for row in first]
+        unseen = [j for j, b in enumerate(blobs) if b not in self._index]
+        if len(self._index) + len(unseen) > np.iinfo(np.uint16).max + 1:
+            return None  # too many distinct patches for uint16 indices (not a tile world)
+        for j in unseen:
+            self._index[blobs[j]] = len(self._index)
+        if unseen:
+            self.table = np.concatenate([self.table, patches[first[unseen]]])
+        ids = np.array([self._index[b] for b in blobs], np.int64)
+        out = ids[inv.reshape(-1)].astype(np.uint16).reshape(n, H // t, W // t)
+        return out if np.array_equal(self.decode(out), rgb) else None
+
+    def decode(self, ids: np.ndarray) -> np.ndarray:
+        """(..., h, w) indices -> (..., h*t, w*t, 3) uint8 frames."""
+        t = self.tile
+        *lead, h, w = ids.shape
+        p = self.table[ids].reshape(*lead, h, w, t, t, 3)
+        return np.swapaxes(p, -4, -3).reshape(*lead, h * t, w * t, 3)
+
+
 class DemoDataset:
-    def __init__(self, dirs, cache_shards: int = 8, refresh_every: int = 16, tasks=None):
+    def __init__(self, dirs, cache_shards: int = 0, refresh_every: int = 16, tasks=None, compact: bool = True):
+        """cache_shards: shards kept in memory (0 = all); compact: store frames as tile indices (TileCodec)."""
         if isinstance(dirs, (str, os.PathLike)):
             dirs = [dirs]
-        self.cache_shards = max(1, int(cache_shards))
+        self._cache_arg = int(cache_shards)
         self.refresh_every = max(1, int(refresh_every))
         self.shards: list[str] = []
         ep_shard, ep_local, ep_len, ep_task, ep_goal, ep_exp, ep_seed = [], [], [], [], [], [], []
@@ -73,6 +122,8 @@ class DemoDataset:
         self.seeds = cat(ep_seed, np.int64)
         self.tasks = ep_task
         self.goals = ep_goal
+        self.cache_shards = self._cache_arg if self._cache_arg > 0 else max(1, len(self.shards))
+        self.codec = TileCodec(int(self.params["render_tile"])) if compact and self.params else None
         self._cache: OrderedDict[int, dict] = OrderedDict()
         self._shard_eps = [np.flatnonzero(self.ep_shard == s) for s in range(len(self.shards))]
         self._active: list[int] | None = None
@@ -96,15 +147,41 @@ class DemoDataset:
             return z
         with np.load(self.shards[sid], allow_pickle=False) as f:
             z = {k: f[k] for k in ("rgb", "action", "in_hand", "step")}
+        tiles = self.codec.encode(z["rgb"]) if self.codec is not None else None
+        if tiles is not None:
+            z["tiles"] = tiles
+            del z["rgb"]
         self._cache[sid] = z
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
         return z
 
+    def _frames(self, z: dict, a: int, b: int) -> np.ndarray:
+        return self.codec.decode(z["tiles"][a:b]) if "tiles" in z else z["rgb"][a:b]
+
+    def preload(self, progress: bool = False) -> None:
+        """Load (and encode) every shard that fits in the cache now, instead of on first use."""
+        ids = range(min(len(self.shards), self.cache_shards))
+        if progress:
+            from tqdm import tqdm
+
+            ids = tqdm(ids, desc="loading demo shards", unit="shard")
+        for sid in ids:
+            self._shard(sid)
+
+    def memory_bytes(self) -> int:
+        """Bytes of frame/label arrays held in the shard cache (plus the tile table)."""
+        table = self.codec.table.nbytes if self.codec is not None else 0
+        return table + sum(v.nbytes for z in self._cache.values() for v in z.values())
+
     # Public shard-level access (for samplers that work on a shard's concatenated episodes).
     def shard_arrays(self, sid: int) -> dict:
-        """Shard `sid`'s concatenated rgb/action/in_hand/step arrays (cached)."""
+        """Shard `sid`'s concatenated action/in_hand/step arrays (cached); frames through `shard_frames`."""
         return self._shard(int(sid))
+
+    def shard_frames(self, sid: int, a: int, b: int) -> np.ndarray:
+        """Frames [a, b) of shard `sid` as (b - a, H, W, 3) uint8."""
+        return self._frames(self._shard(int(sid)), a, b)
 
     def shard_offsets(self, sid: int) -> np.ndarray:
         """(E+1,) row offsets of shard `sid`'s episodes."""
@@ -123,7 +200,7 @@ class DemoDataset:
         sid, k = int(self.ep_shard[i]), int(self.ep_local[i])
         z = self._shard(sid)
         a, b = self._offsets[sid][k], self._offsets[sid][k + 1]
-        return dict(rgb=z["rgb"][a:b], action=z["action"][a:b].astype(np.int64),
+        return dict(rgb=self._frames(z, a, b), action=z["action"][a:b].astype(np.int64),
                     in_hand=z["in_hand"][a:b].astype(np.int64), step=z["step"][a:b].astype(np.int64),
                     goal=self.goals[i], expert_length=int(self.expert_lengths[i]), task=self.tasks[i],
                     seed=int(self.seeds[i]))
@@ -173,7 +250,7 @@ class DemoDataset:
             sid, k = int(self.ep_shard[i]), int(self.ep_local[i])
             z = self._shard(sid)
             a = int(self._offsets[sid][k]) + s
-            out["rgb"][b, :n] = z["rgb"][a:a + n]
+            out["rgb"][b, :n] = self._frames(z, a, a + n)
             out["action"][b, :n] = z["action"][a:a + n]
             out["in_hand"][b, :n] = z["in_hand"][a:a + n]
             out["step"][b, :n] = z["step"][a:a + n]

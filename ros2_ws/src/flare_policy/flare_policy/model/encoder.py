@@ -98,7 +98,9 @@ class GoalEncoder(nn.Module):
         goal_index: (N,) row of the bank for each item. Returns the fused observation (N, d)."""
         N = goal_index.shape[0]
         cams = [self.camera_tokens(cam, images[cam]) for cam in self.cfg.cameras]
-        txt = self.text_adapter(text)[goal_index]  # (N, L, d)
+        # the adapter runs on the bank rows in use only (a BC or PPO bank holds hundreds of goals, a batch few)
+        rows, inverse = torch.unique(goal_index, return_inverse=True)
+        txt = self.text_adapter(text[rows])[inverse]  # (N, L, d)
         cls = self.fusion_token.expand(N, 1, -1)
         x = torch.cat([cls, *cams, txt], dim=1)
         n_vis = 1 + sum(c.shape[1] for c in cams)
