@@ -11,6 +11,8 @@ from flare_policy.model import PolicyInput
 from flare_policy.text import TextEncoder
 
 NAV_CAMERA = "raw_navigation_camera"
+# A frame block with a camera axis, (B, T, cameras, ...), holds these cameras in this order (AI2-THOR backend).
+CAMERA_ORDER = (NAV_CAMERA, "raw_manipulation_camera")
 
 
 class GoalBank:
@@ -48,8 +50,12 @@ class GoalBank:
 
 
 def make_input(rgb, goal_index, prev_action, in_hand, step, bank: GoalBank, device="cpu") -> PolicyInput:
-    """numpy (B, T, H, W, 3) uint8 frames and (B, T) ints -> PolicyInput on `device`."""
+    """numpy (B, T, H, W, 3) uint8 frames (or (B, T, cameras, H, W, 3), see CAMERA_ORDER) and (B, T) ints
+    -> PolicyInput on `device`."""
     t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.long, device=device)  # noqa: E731
     text, mask = bank.tensors(device)
-    return PolicyInput({NAV_CAMERA: torch.as_tensor(np.asarray(rgb), device=device)}, text, mask,
+    rgb = np.asarray(rgb)
+    images = ({CAMERA_ORDER[k]: torch.as_tensor(rgb[:, :, k], device=device) for k in range(rgb.shape[2])}
+              if rgb.ndim == 6 else {NAV_CAMERA: torch.as_tensor(rgb, device=device)})
+    return PolicyInput(images, text, mask,
                        t(goal_index), t(prev_action), t(in_hand), t(step))
