@@ -1,10 +1,12 @@
-"""Evaluate a policy bundle on a mini-CHORES task: Success, SEL, episode length, %Rooms with 95% CIs.
+"""Evaluate a policy bundle on a mini-CHORES (or AI2-THOR, `--env ai2thor`) task: Success, SEL, episode length,
+%Rooms with 95% CIs.
 
 Environments run in a batch, each stepped through the decoder's KV-cache exactly as on the robot (one step
 per action, cache reset at every new episode). Seeds come from a fixed split, so results are deterministic
 for a given seed set.
 
     flare-train eval --bundle models/sim_tiny_bc --task objectnav --episodes 200 --split val --json
+    flare-train eval --bundle BUNDLE --task objectnav --env ai2thor --env-config thor.yaml --episodes 200
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ def wilson_ci(successes: int, n: int) -> dict:
 def _annotate(frame: np.ndarray, goal: str, action: str, step: int, scale: int = 4) -> np.ndarray:
     from PIL import Image, ImageDraw
 
+    if frame.ndim == 4:  # several cameras (AI2-THOR): side by side
+        frame = np.concatenate(list(frame), axis=1)
     img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
     canvas = Image.new("RGB", (img.width, img.height + 34), (20, 20, 20))
     canvas.paste(img, (0, 0))
@@ -64,10 +68,12 @@ def write_gif(frames, path) -> None:
 def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bool = True, n_envs: int = 8,
              kv_window: int = 1000, seed_offset: int = 0, video_dir=None, n_videos: int = 3,
              text_encoder: TextEncoder | None = None, embodiment: str | None = None, progress: bool = True,
-             threads: int | None = None) -> dict:
+             threads: int | None = None, env: str = "minichores", env_config: str = "") -> dict:
+    """env: "minichores" or "ai2thor" (then env_config is the AI2-THOR settings YAML)."""
     from tqdm import tqdm
 
-    from .envs import make_env, sel, split_seeds
+    from .envs import sel, split_seeds
+    from .envs.backends import backend_env_kwargs, make_backend_env
     from .expert import expert_length
 
     if threads:
@@ -86,7 +92,8 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
     seeds = split_seeds(split, episodes, offset=seed_offset)
     n_envs = max(1, min(n_envs, episodes))
     embodiment = embodiment or bundle.embodiment.name
-    envs = [make_env(task, embodiment=embodiment) for _ in range(n_envs)]
+    env_kwargs = backend_env_kwargs(env, env_config, bundle)
+    envs = [make_backend_env(task, embodiment=embodiment, **env_kwargs) for _ in range(n_envs)]
     cache = model.new_cache(n_envs, kv_window)
     gen = torch.Generator().manual_seed(12345)
     start_idx = bundle.config.n_actions
@@ -151,6 +158,8 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
                 bar.update(1)
                 start(s)
     bar.close()
+    for e in envs:  # AI2-THOR envs stop their Unity process
+        e.close()
     succ = [r["success"] for r in results]
     summary = {
         "task": task, "split": split, "episodes": episodes, "greedy": greedy, "bundle": str(bundle.path),
@@ -189,6 +198,9 @@ def main(argv=None) -> int:
     p.add_argument("--envs", type=int, default=8, help="environments stepped together (default 8)")
     p.add_argument("--kv-window", type=int, default=1000, help="KV-cache window in steps (default 1000)")
     p.add_argument("--embodiment", help="run on another sim embodiment (e.g. sim_locobot)")
+    p.add_argument("--env", choices=("minichores", "ai2thor"), default="minichores",
+                   help="simulator (default minichores); ai2thor needs --env-config")
+    p.add_argument("--env-config", default="", metavar="YAML", help="AI2-THOR settings (--env ai2thor; see README)")
     p.add_argument("--video", metavar="DIR", help="write annotated GIFs of the first episodes here")
     p.add_argument("--videos", type=int, default=3, help="how many episodes per task to record (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -204,7 +216,8 @@ def main(argv=None) -> int:
         t0 = time.time()
         s = evaluate(bundle, task, a.episodes, split=a.split, greedy=a.greedy, n_envs=a.envs,
                      kv_window=a.kv_window, video_dir=a.video, n_videos=a.videos, text_encoder=te,
-                     embodiment=a.embodiment, progress=not a.json, threads=a.threads)
+                     embodiment=a.embodiment, progress=not a.json, threads=a.threads, env=a.env,
+                     env_config=a.env_config)
         s["wall_s"] = round(time.time() - t0, 1)
         out.append(s)
         if not a.json:

@@ -126,9 +126,9 @@ class _Slots:
     """A list of EnvSlots with batched calls (used directly by SyncEnvs and inside each AsyncEnvs worker)."""
 
     def __init__(self, task: str, indices, seeds: SeedStream, env_kwargs: dict):
-        from .envs import make_env
+        from .envs.backends import make_backend_env
 
-        self.slots = [EnvSlot(make_env(task, **env_kwargs), i, seeds) for i in indices]
+        self.slots = [EnvSlot(make_backend_env(task, **env_kwargs), i, seeds) for i in indices]
 
     def reset(self, episodes=None):
         return _stack([s.reset(0 if episodes is None else episodes[j]) for j, s in enumerate(self.slots)])
@@ -171,7 +171,8 @@ class SyncEnvs:
         return self._slots.restore(states)
 
     def close(self):
-        pass
+        for s in self._slots.slots:  # AI2-THOR envs stop their Unity process
+            s.env.close()
 
 
 def _worker(conn, task, indices, seeds, env_kwargs):
@@ -185,6 +186,8 @@ def _worker(conn, task, indices, seeds, env_kwargs):
         while True:
             cmd, arg = conn.recv()
             if cmd == "close":
+                for s in slots.slots:  # AI2-THOR envs stop their Unity process (atexit does not run here)
+                    s.env.close()
                 break
             conn.send(("ok", getattr(slots, cmd)(*arg)))
     except KeyboardInterrupt:
