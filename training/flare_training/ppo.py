@@ -1,6 +1,7 @@
 """FLaRe PPO fine-tuning of a policy bundle on a mini-CHORES task (CleanRL-style, one file, top to bottom).
 
     flare-train ppo --init models/sim_tiny_bc --task objectnav --config training/configs/ppo_objectnav.yaml
+    flare-train ppo --init STRETCH_BUNDLE --task objectnav --env ai2thor --env-config thor.yaml   # AI2-THOR
     flare-train ppo ... --resume                       # continue from the newest checkpoint in <logdir>
     torchrun --nproc_per_node 2 -m flare_training.ppo --init ... --task ...   # data-parallel scale-out
 
@@ -62,6 +63,7 @@ from flare_policy.model.policy import CriticHead
 from .agent import GoalBank, make_input
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
+from .envs.backends import backend_env_kwargs
 from .vecenv import RANK_STRIDE, SeedStream, make_vec_env
 
 EXIT_NONFINITE = 3
@@ -73,7 +75,9 @@ CHECKPOINT_FORMAT = "flare-ppo-checkpoint-v1"
 class PPOConfig:
     # what to fine-tune, on what
     init: str = ""  # policy bundle: model config, embodiment, text encoder, and (init_weights=bundle) weights
-    task: str = "objectnav"  # mini-CHORES family
+    task: str = "objectnav"  # task family (mini-CHORES, or AI2-THOR CHORES: objectnav pickup fetch roomvisit)
+    env: str = "minichores"  # simulator: minichores | ai2thor (needs env_config)
+    env_config: str = ""  # ai2thor: YAML of AI2-THOR settings (task specs, houses, build; README "AI2-THOR")
     embodiment: str = ""  # "" = the bundle's embodiment (its action mask is applied)
     init_weights: str = "bundle"  # "bundle" | "random" (a fresh PolicyNet with the bundle's config)
     separate_critic: bool = True  # FLaRe: value from a second full copy; False = the actor copy's value head
@@ -507,9 +511,10 @@ def _evaluate(cfg: PPOConfig, bundle, ac: ActorCritic, mask, text_encoder, embod
     actor = ac.actor if next(ac.actor.parameters()).device.type == "cpu" else copy.deepcopy(ac.actor).cpu()
     shim = SimpleNamespace(model=actor, action_mask=lambda: mask.cpu(), actions=bundle.actions,
                            text_encoder=bundle.text_encoder, embodiment=get_embodiment(embodiment),
-                           config=bundle.config, path=bundle.path)
+                           config=bundle.config, path=bundle.path, cameras=bundle.cameras)
     s = evaluate(shim, cfg.task, cfg.eval_episodes, split="val", greedy=cfg.eval_greedy, n_envs=cfg.eval_envs,
-                 text_encoder=text_encoder, embodiment=embodiment, progress=False)
+                 text_encoder=text_encoder, embodiment=embodiment, progress=False, env=cfg.env,
+                 env_config=cfg.env_config)
     return {"eval/success": s["success"]["mean"], "eval/sel": s["sel"]["mean"],
             "eval/episode_length": s["episode_length"]["mean"]}
 
@@ -539,7 +544,8 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
 
     seeds = SeedStream(base=cfg.seed + world.rank * RANK_STRIDE, n_envs=cfg.n_envs)
     envs = make_vec_env(cfg.vec, cfg.task, cfg.n_envs, seeds, workers=cfg.vec_workers or None,
-                        dense_reward=cfg.dense_reward, embodiment=embodiment)
+                        dense_reward=cfg.dense_reward, embodiment=embodiment,
+                        **backend_env_kwargs(cfg.env, cfg.env_config, bundle))
     update, global_step = 0, 0
     prev = np.full(cfg.n_envs, bundle.config.n_actions, np.int64)
     found = latest_checkpoint(logdir, verbose=world.main) if resume else None
