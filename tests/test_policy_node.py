@@ -39,6 +39,10 @@ def live(tmp_path_factory):
         proc.stop()
 
 
+def _motions(h, ep) -> int:
+    return len([c for c in h.episode_commands(ep) if c["action"] != "stop"])
+
+
 def _alive(proc):
     assert proc.alive(), f"policy_node died:\n{proc.output()[-4000:]}"
 
@@ -175,23 +179,33 @@ def test_stale_frames_then_camera_timeout(live):
     h.auto_delay = 0.8  # by the time the result comes, the frame the first command came from is 0.8 s old
     try:
         ep = h.start_episode("go to the blue ball")
-        h.publish_frame()
-        assert h.wait(lambda: len(h.episode_commands(ep)) == 1, 15.0)
+        # One fresh frame is not enough to start on: sensor-data QoS may drop it, and a loaded runner may take
+        # longer than max_frame_age_s to reach it, after which the node rightly refuses it and the episode
+        # ends in camera_timeout before it ever moved. Stream fresh frames, as a camera does, until the first
+        # motion command is out (a closing `stop` must not count as that command).
+        assert h.publish_frames_until(lambda: _motions(h, ep) >= 1, 15.0), \
+            f"never acted on fresh frames: {h.episode_commands(ep)} {h.statuses(ep)[-1:]}"
         h.start_pump(age=1.0)  # newer than the result's stamp, older than max_frame_age_s
         out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
         assert out is not None and out["outcome"] == "camera_timeout", out
         cmds = h.episode_commands(ep)
-        assert [c["action"] for c in cmds][1:] == ["stop"], f"acted on stale frames: {cmds}"
+        assert [c["action"] for c in cmds][1:] == ["stop"], f"acted on stale frames: {cmds} ({out['reason']})"
+        assert "old" in out["reason"], out  # it waited on frames that were too old, not on missing ones
     finally:
         h.stale_after_result = True
         h.result_stamp_offset = 0.0
         h.auto_delay = 0.01
     # a camera that stops altogether
     h.stop_pump()
-    ep = h.start_episode("go to the green key")
-    h.publish_frame()
-    assert h.wait(lambda: len(h.episode_commands(ep)) >= 1, 15.0)
-    out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+    # the result comes 0.3 s after the command, so every frame streamed until the command was seen is stamped
+    # before the result and cannot start a second step
+    h.auto_delay = 0.3
+    try:
+        ep = h.start_episode("go to the green key")
+        assert h.publish_frames_until(lambda: _motions(h, ep) >= 1, 15.0), h.episode_commands(ep)
+        out = h.outcome_of(ep, timeout=TIMEOUT_S + 15.0)
+    finally:
+        h.auto_delay = 0.01
     assert out is not None and out["outcome"] == "camera_timeout", out
     assert [c["action"] for c in h.episode_commands(ep)][-1] == "stop"
     assert len([c for c in h.episode_commands(ep) if c["action"] != "stop"]) == 1
