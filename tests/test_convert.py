@@ -108,11 +108,14 @@ def test_rl_conversion(rl, t5_small, dino_dir):
     assert (b.cameras[0].resize, b.cameras[0].crop) == ((224, 396), (224, 384))
     assert b.text_encoder["kind"] == "t5" and b.text_encoder["path"] == str(t5_small[0].resolve())
     assert b.vision_encoder == {"kind": "dinov2", "path": str(pathlib.Path(dino_dir).resolve()),
-                                "model": "dinov2_vits14"}
+                                "model": "dinov2_vits14", "weights_sha256": Dinov2Features(dino_dir).weights_sha256}
+    # how FLaRe ran it: sampled actions, 128 steps of context, its augmentation's crop-and-stretch
+    assert b.meta["inference"] == {"action_selection": "sample", "kv_window": 128}
+    assert all(c.stretch_crop == (224, 299) for c in b.cameras)
     p = b.provenance
     assert p["source"] == RL_NAME and p["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert (p["total_steps"], p["task"], p["format"]) == (21026752, "objectnav", "allenact-rl")
-    assert p["converter_version"] == "1"
+    assert p["converter_version"] == "2"
     model, critic = b.model.state_dict(), b.critic.state_dict()
     for L in range(3):  # in_proj split into thirds, in q, k, v order
         pre = f"visual_encoder.fusion_xformer.layers.{L}.self_attn."
@@ -336,3 +339,46 @@ def test_cli_refuses_unreadable_files(tmp_path, capsys):
     (tmp_path / "exists").mkdir()
     assert main(["convert", str(tmp_path / "garbage.pt"), str(tmp_path / "exists")]) == 2
     assert "use --force" in capsys.readouterr().err
+
+
+def test_node_refuses_encoder_directories_the_bundle_was_not_converted_with(tmp_path, small_t5, dino_dir):
+    """policy_node's load-time check (flare_policy.node.check_encoders) on real T5 / DINOv2 directories."""
+    from types import SimpleNamespace
+
+    from flare_policy.node import ConfigError, check_encoders
+
+    torch.save(_rl_small(small_t5[1]), tmp_path / "ok.pt")
+    convert_checkpoint(tmp_path / "ok.pt", tmp_path / "out", t5_dir=small_t5[0], cfg=SMALL, t5=SMALL_T5)
+    b = load_bundle(tmp_path / "out")
+    assert b.text_encoder["weights_sha256"] == b.provenance["t5_sha256"]
+    # SMALL's visual width is not DINOv2's: record dino_dir's fingerprint as a full conversion does
+    # (test_rl_conversion checks convert writes exactly this value)
+    vision = dict(b.vision_encoder, weights_sha256=Dinov2Features(dino_dir).weights_sha256)
+    bundle = SimpleNamespace(text_encoder=b.text_encoder, vision_encoder=vision,
+                             config=SimpleNamespace(visual_dim=384))
+    warnings = []
+    check_encoders(bundle, TextEncoder("t5", small_t5[0]), Dinov2Features(dino_dir), warn=warnings.append)
+    assert warnings == []
+    other_t5 = tmp_path / "other-t5"
+    random_t5(other_t5, SMALL_T5, seed=1)
+    with pytest.raises(ConfigError, match=r"text encoder \(T5\) at .*other-t5 is not the one the bundle was "
+                                          r"converted with: weights_sha256 expected [0-9a-f]{16}\.\.\., found"):
+        check_encoders(bundle, TextEncoder("t5", other_t5), Dinov2Features(dino_dir))
+    other_dino = random_dinov2(tmp_path / "other-dino", seed=1, num_hidden_layers=1)
+    with pytest.raises(ConfigError, match=r"vision encoder \(DINOv2\) at .*other-dino is not the one"):
+        check_encoders(bundle, TextEncoder("t5", small_t5[0]), Dinov2Features(other_dino))
+    # explicitly overridden: runs, and says so
+    check_encoders(bundle, TextEncoder("t5", other_t5), Dinov2Features(other_dino), allow_mismatch=True,
+                   warn=warnings.append)
+    assert len(warnings) == 2 and all("running anyway" in w for w in warnings)
+    # int8 quantization does not change what is checked: the fingerprint is of the loaded fp32 weights
+    assert Dinov2Features(dino_dir, quantize=True).weights_sha256 == vision["weights_sha256"]
+    # a bundle that records nothing can only be warned about
+    bare = SimpleNamespace(text_encoder={"kind": "t5"}, vision_encoder={"kind": "dinov2"},
+                           config=SimpleNamespace(visual_dim=384))
+    warnings.clear()
+    check_encoders(bare, TextEncoder("t5", other_t5), Dinov2Features(other_dino), warn=warnings.append)
+    assert len(warnings) == 2 and all("records no weights_sha256" in w for w in warnings)
+    with pytest.raises(ConfigError, match="hidden size 384, the bundle's policy expects 512"):
+        check_encoders(SimpleNamespace(text_encoder={"kind": "t5"}, vision_encoder={"kind": "dinov2"},
+                                       config=SimpleNamespace(visual_dim=512)), None, Dinov2Features(dino_dir))

@@ -212,8 +212,20 @@ def test_stretch_launch_backend_and_camera_choices():
     assert info.declared["camera_driver"][1] == ["realsense2_camera", "flare"]
     assert {"manipulation_camera_topic", "start_driver", "head_camera_serial"} <= set(info.declared)
     loco = LaunchInfo(BRINGUP / "launch" / "locobot.launch.py")
+    # a stock RE1 has no gripper D405: off by default, the head camera then stands in (FLaRe's own fallback)
+    assert info.declared["manipulation_camera"] == ("false", ["true", "false"])
+    src = (BRINGUP / "launch" / "stretch.launch.py").read_text()
+    assert "manip_topic, manip_rotation = nav_topic, nav_rotation" in src
+    loco = LaunchInfo(BRINGUP / "launch" / "locobot.launch.py")
     assert loco.declared["backend"][1] == ["ros", "fake"]
-    assert loco.declared["cmd_vel_topic"][0] == "/locobot/mobile_base/cmd_vel"
+    # base_type sets both base topics (a Kobuki LoCoBot's odometry is /locobot/odom, kobuki_ros)
+    assert loco.declared["base_type"] == ("create3", ["create3", "kobuki"])
+    assert loco.declared["cmd_vel_topic"][0] == "" and loco.declared["odom_topic"][0] == ""
+    topics = ast.literal_eval(loco.assigns["BASE_TOPICS"])
+    assert {k: tuple("/locobot" + t for t in v) for k, v in topics.items()} == {
+        "create3": ("/locobot/mobile_base/cmd_vel", "/locobot/mobile_base/odom"),
+        "kobuki": ("/locobot/commands/velocity", "/locobot/odom")}
+    assert loco.declared["navigation_camera_topic"][0] == "/locobot/camera/camera/color/image_raw"
 
 
 def test_configs_referenced_exist_and_node_parameters_are_declared(launch):
@@ -457,12 +469,20 @@ def test_stretch_launch_driver_backend_with_realsense2(monkeypatch):
     assert dict(inc.kwargs["launch_arguments"])["mode"] == "position"
     (ex,) = _nodes(acts, "stretch_executor")
     assert _params(ex)["backend"] == "driver"
+    # stock RE1: no gripper D405 started; the head frames are the manipulation view too, rotated alike
     cams = _nodes(acts, "realsense2_camera_node")
-    assert [c.kwargs["name"] for c in cams] == ["camera", "gripper_camera"]
+    assert [c.kwargs["name"] for c in cams] == ["camera"]
     (pol,) = _nodes(acts, "policy_node")
     p = _params(pol)
     assert p["bundle"] == "/models/b" and p["navigation_camera_rotation"] == 270
+    assert p["manipulation_camera_topic"] == "/camera/color/image_raw" and p["manipulation_camera_rotation"] == 270
+    assert any(a.kind == "LogInfo" and "manipulation view is the head camera" in a.kwargs["msg"] for a in acts)
+    # with a D405 mounted on the gripper
+    acts = run_launch("stretch.launch.py", monkeypatch, bundle="/models/b", manipulation_camera="true")
+    assert [c.kwargs["name"] for c in _nodes(acts, "realsense2_camera_node")] == ["camera", "gripper_camera"]
+    p = _params(_nodes(acts, "policy_node")[0])
     assert p["manipulation_camera_topic"] == "/gripper_camera/color/image_rect_raw"
+    assert p["manipulation_camera_rotation"] == 0
 
 
 def test_stretch_launch_body_backend_never_starts_stretch_driver(monkeypatch):
@@ -497,7 +517,16 @@ def test_locobot_launch(monkeypatch):
     assert largs["use_base"] == "true" and largs["use_camera"] == "true" and largs["robot_model"] == "locobot_wx250s"
     ex = _params(_nodes(acts, "locobot_executor")[0])
     assert ex["cmd_vel_topic"] == "/locobot/mobile_base/cmd_vel" and ex["tilt_interface"] == "interbotix"
-    assert _params(_nodes(acts, "policy_node")[0])["navigation_camera_topic"] == "/locobot/camera/color/image_raw"
+    assert ex["odom_topic"] == "/locobot/mobile_base/odom" and largs["base_type"] == "create3"
+    assert _params(_nodes(acts, "policy_node")[0])["navigation_camera_topic"] == \
+        "/locobot/camera/camera/color/image_raw"
+    acts = run_launch("locobot.launch.py", monkeypatch, bundle="/m", base_type="kobuki")
+    ex = _params(_nodes(acts, "locobot_executor")[0])
+    assert (ex["cmd_vel_topic"], ex["odom_topic"]) == ("/locobot/commands/velocity", "/locobot/odom")
+    (inc,) = [a for a in acts if a.kind == "IncludeLaunchDescription"]
+    assert dict(inc.kwargs["launch_arguments"])["base_type"] == "kobuki"
+    acts = run_launch("locobot.launch.py", monkeypatch, bundle="/m", base_type="kobuki", odom_topic="/my/odom")
+    assert _params(_nodes(acts, "locobot_executor")[0])["odom_topic"] == "/my/odom"  # explicit topics win
     acts = run_launch("locobot.launch.py", monkeypatch, bundle="/m", backend="fake")
     assert not [a for a in acts if a.kind == "IncludeLaunchDescription"]
 

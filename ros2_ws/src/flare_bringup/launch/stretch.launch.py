@@ -10,8 +10,12 @@ executor drives it through its trajectory action. backend:=body drives the robot
 which cannot run next to stretch_driver (both take stretch_body's robot lock), so no driver is started then.
 
 Cameras (cameras:=true): camera_driver:=realsense2_camera starts realsense-ros (>= 4.55) for the head D435i
-(`/camera/color/image_raw`) and, with manipulation_camera:=true, the gripper D405
-(`/gripper_camera/color/image_rect_raw`: the D405 has no RGB module). The head camera is mounted sideways: the
+(`/camera/color/image_raw`) and, with manipulation_camera:=true, a gripper D405
+(`/gripper_camera/color/image_rect_raw`: the D405 has no RGB module). A stock RE1 has no D405, so
+manipulation_camera defaults to false, and the policy then gets the head camera's frames as its manipulation
+view too -- what FLaRe's simulator does when its manipulation camera is off (environment/stretch_controller.py
+manipulation_camera in JiahengHu/FLaRe). Navigation works so; for manipulation tasks mount a D405 on the
+gripper (as on a Stretch 3) and pass manipulation_camera:=true. The head camera is mounted sideways: the
 policy rotates its frames 270 deg counter-clockwise (stretch_ai's 3 quarter turns). camera_driver:=flare uses
 this package's pyrealsense2 `realsense_camera` instead, which rotates the image itself, so the policy does not.
 """
@@ -92,6 +96,13 @@ def _launch_setup(context, *args, **kwargs):
                 parameters=[cam_config, {"serial_no": arg("gripper_camera_serial"), "image_topic": manip_topic}]))
     if arg("navigation_camera_rotation") != "auto":
         nav_rotation = int(arg("navigation_camera_rotation"))
+    manip_rotation = 0
+    if not manipulation:
+        # no gripper camera: the head frames stand in for the manipulation view (FLaRe's own fallback)
+        manip_topic, manip_rotation = nav_topic, nav_rotation
+        actions.append(LogInfo(msg="manipulation_camera:=false: the policy's manipulation view is the head camera "
+                                   f"({nav_topic}); mount a gripper D405 and pass manipulation_camera:=true for "
+                                   "manipulation tasks"))
 
     # -- policy ------------------------------------------------------------------------------------------
     if _truthy(arg("use_policy")):
@@ -103,7 +114,8 @@ def _launch_setup(context, *args, **kwargs):
             parameters=[arg("policy_config") or os.path.join(share, "config", "policy_stretch.yaml"),
                         dict(bundle=arg("bundle"), device=arg("device"), goal_topic=arg("goal_topic"),
                              navigation_camera_topic=nav_topic, manipulation_camera_topic=manip_topic,
-                             navigation_camera_rotation=nav_rotation, **topics)],
+                             navigation_camera_rotation=nav_rotation, manipulation_camera_rotation=manip_rotation,
+                             **topics)],
             arguments=["--ros-args", "--log-level", arg("log_level")]))
     return actions
 
@@ -127,8 +139,9 @@ def generate_launch_description():
                               choices=["realsense2_camera", "flare"],
                               description="realsense2_camera (realsense-ros >= 4.55) or flare (pyrealsense2 "
                                           "realsense_camera of this package)"),
-        DeclareLaunchArgument("manipulation_camera", default_value="true", choices=["true", "false"],
-                              description="A gripper D405 is mounted (an add-on on the RE1)"),
+        DeclareLaunchArgument("manipulation_camera", default_value="false", choices=["true", "false"],
+                              description="A gripper D405 is mounted (an add-on on the RE1). false: the head "
+                                          "camera also serves as the manipulation view (FLaRe's fallback)"),
         DeclareLaunchArgument("head_camera_serial", default_value="",
                               description="Serial number of the head D435i ('' = by device type)"),
         DeclareLaunchArgument("gripper_camera_serial", default_value="",

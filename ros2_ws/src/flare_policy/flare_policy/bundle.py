@@ -35,24 +35,40 @@ class BundleError(ValueError):
 @dataclass
 class CameraSpec:
     """How a raw camera frame becomes the policy's input: center-crop to the aspect of `resize`, resize to
-    `resize` (H, W), then center-crop to `crop` (H, W). FLaRe: 16:9 -> 224x396 -> 224x384."""
+    `resize` (H, W), then center-crop to `crop` (H, W). FLaRe: 16:9 -> 224x396 -> 224x384.
+
+    `stretch_crop` (H, W), optional: finally take the centre H x W window of that and resize it back to `crop`.
+    FLaRe's policies saw every frame so: the RandomResizedCrop((224, 384), scale=(s, s)) of FLaRe's augmentation
+    (utils/transformation_util.py, on in its RL and eval configs) never fits a crop on a 224x384 frame and
+    falls back to torchvision's centre crop of 224x299, resized back to 384 wide."""
     name: str
     resize: tuple[int, int]
     crop: tuple[int, int]
+    stretch_crop: tuple[int, int] | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (self.crop[0], self.crop[1], 3)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "resize": list(self.resize), "crop": list(self.crop)}
+        d = {"name": self.name, "resize": list(self.resize), "crop": list(self.crop)}
+        if self.stretch_crop is not None:
+            d["stretch_crop"] = list(self.stretch_crop)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "CameraSpec":
         try:
-            spec = cls(str(d["name"]), tuple(int(x) for x in d["resize"]), tuple(int(x) for x in d["crop"]))
-        except (KeyError, TypeError, ValueError) as e:
+            sc = d.get("stretch_crop")
+            spec = cls(str(d["name"]), tuple(int(x) for x in d["resize"]), tuple(int(x) for x in d["crop"]),
+                       None if sc is None else tuple(int(x) for x in sc))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"policy.json: bad camera entry {d!r} ({e})") from None
+        if spec.stretch_crop is not None and (len(spec.stretch_crop) != 2 or min(spec.stretch_crop) <= 0 or
+                                              spec.stretch_crop[0] > spec.crop[0] or
+                                              spec.stretch_crop[1] > spec.crop[1]):
+            raise BundleError(f"policy.json: camera {spec.name!r}: stretch_crop {spec.stretch_crop} must be two "
+                              f"positive sizes within crop {spec.crop}")
         if len(spec.resize) != 2 or len(spec.crop) != 2 or min(spec.resize + spec.crop) <= 0:
             raise BundleError(f"policy.json: camera {spec.name!r}: resize/crop must be two positive sizes")
         if spec.crop[0] > spec.resize[0] or spec.crop[1] > spec.resize[1]:
@@ -60,8 +76,15 @@ class CameraSpec:
         return spec
 
 
-def flare_camera(name: str) -> CameraSpec:
-    return CameraSpec(name, resize=(224, 396), crop=(224, 384))
+# torchvision RandomResizedCrop.get_params on a 224x384 frame with scale >= 0.9 and ratio (3/4, 4/3): no
+# attempt fits (it needs h = sqrt(0.9 * 224 * 384 * 3/4) >= 241 > 224 rows), so the fallback crop is
+# h = 224, w = round(224 * 4/3) = 299 at column (384 - 299) // 2 = 42
+FLARE_AUGMENT_CROP = (224, 299)
+
+
+def flare_camera(name: str, augment_crop: bool = True) -> CameraSpec:
+    return CameraSpec(name, resize=(224, 396), crop=(224, 384),
+                      stretch_crop=FLARE_AUGMENT_CROP if augment_crop else None)
 
 
 def sim_camera(name: str = "raw_navigation_camera", size: int = 56) -> CameraSpec:
@@ -107,7 +130,8 @@ def _atomic_dir_write(out: Path, write) -> None:
 
 
 def save_bundle(out_dir, model, *, embodiment: str, cameras: list[CameraSpec], text_encoder: dict,
-                vision_encoder: dict | None = None, provenance: dict | None = None, critic=None) -> Path:
+                vision_encoder: dict | None = None, provenance: dict | None = None, critic=None,
+                inference: dict | None = None) -> Path:
     """Write a bundle atomically (a crash never leaves a half-written bundle at `out_dir`)."""
     from safetensors.torch import save_file
 
@@ -129,6 +153,8 @@ def save_bundle(out_dir, model, *, embodiment: str, cameras: list[CameraSpec], t
         "trainable_parameters": model.n_trainable(),
         "provenance": provenance or {},
     }
+    if inference:  # how the policy is meant to be run: {"action_selection": greedy|sample, "kv_window": steps}
+        meta["inference"] = dict(inference)
     _check_meta(meta)
 
     def write(tmp: Path):

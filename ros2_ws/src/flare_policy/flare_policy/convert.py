@@ -12,7 +12,10 @@ What is written (stretch embodiment, 20 actions in FLaRe order):
     critic.safetensors  RL only: the critic copy with its trained `critic.fc`; its `actor.linear` (stale IL
                         weights, never trained in RL) is zeroed so it cannot be mistaken for a policy.
 T5 is not stored: the bundle names a T5-small directory and records a fingerprint of the checkpoint's T5;
-`--t5 DIR` checks that directory's weights equal the checkpoint's. DINOv2 is never in the RL file.
+`--t5 DIR` checks that directory's weights equal the checkpoint's. DINOv2 is never in the RL file; with
+`--dinov2 DIR` its weights' fingerprint is recorded too, and policy_node refuses other directories.
+policy.json also says how FLaRe ran the policy: `inference` = sampled actions, 128 steps of context, and each
+camera's `stretch_crop` (FLaRe's augmentation always centre-cropped 224x299 and stretched it back to 384).
 
 Files are read with `torch.load(weights_only=True)`: a file that needs arbitrary unpickling is refused,
 never executed.
@@ -31,7 +34,8 @@ from .bundle import flare_camera, save_bundle
 from .model import PolicyNet, flare_small3
 from .model.config import PolicyConfig
 
-CONVERTER_VERSION = "1"
+CONVERTER_VERSION = "2"  # 2: inference block, stretch_crop, DINOv2 weights_sha256
+FLARE_TRAIN_CONTEXT = 128  # steps of context FLaRe trained with
 CRITIC = "critic_tsfm."
 T5_PREFIX = "visual_encoder.text_encoder."
 IL_PREFIX = "model."
@@ -207,14 +211,18 @@ def t5_state(sd: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}
 
 
-def t5_fingerprint(t5: dict[str, torch.Tensor]) -> str:
-    """sha256 over the T5 tensors (name, shape, float32 bytes), in name order: identifies the weights."""
+def tensor_fingerprint(t5: dict[str, torch.Tensor]) -> str:
+    """sha256 over the tensors (name, shape, float32 bytes), in name order: identifies the weights (T5,
+    DINOv2); the node recomputes it from the directory it loads."""
     h = hashlib.sha256()
     for k in sorted(t5):
         v = t5[k].detach().float().contiguous().cpu()
         h.update(f"{k}:{tuple(v.shape)};".encode())
         h.update(v.numpy().tobytes())
     return h.hexdigest()
+
+
+t5_fingerprint = tensor_fingerprint
 
 
 def compare_t5(ckpt_t5: dict[str, torch.Tensor], t5_dir, atol: float = 1e-6) -> None:
@@ -249,7 +257,8 @@ def compare_t5(ckpt_t5: dict[str, torch.Tensor], t5_dir, atol: float = 1e-6) -> 
                            f"T5 (the policy was trained on the checkpoint's): " + "; ".join(diffs[:5]))
 
 
-def check_dinov2_dir(path, visual_dim: int) -> None:
+def check_dinov2_dir(path, visual_dim: int) -> str:
+    """Raise unless `path` holds a DINOv2 of the policy's width; return its weights fingerprint."""
     from .vision import Dinov2Features, VisionError
 
     try:
@@ -258,6 +267,7 @@ def check_dinov2_dir(path, visual_dim: int) -> None:
         raise ConvertError(f"--dinov2: {e}") from None
     if v.dim != visual_dim:
         raise ConvertError(f"--dinov2 {path}: hidden size {v.dim}, the policy expects {visual_dim} (ViT-S/14)")
+    return v.weights_sha256
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -361,16 +371,20 @@ def convert_checkpoint(src, out_dir, t5_dir=None, dinov2_dir=None, cfg: PolicyCo
     prov["t5_sha256"] = t5_fingerprint(actor_t5)
     if t5_dir is not None:
         compare_t5(actor_t5, t5_dir)
-    if dinov2_dir is not None:
-        check_dinov2_dir(dinov2_dir, cfg.visual_dim)
+    dinov2_sha = check_dinov2_dir(dinov2_dir, cfg.visual_dim) if dinov2_dir is not None else None
     model = _policy_net(cfg, to_policy_state(actor))
     critic_net = _policy_net(cfg, to_policy_state(critic)) if critic is not None else None
     text = {"kind": "t5", "path": str(Path(t5_dir).resolve()) if t5_dir else None, "model": "t5-small",
             "weights_sha256": prov["t5_sha256"]}
     vision = {"kind": "dinov2", "path": str(Path(dinov2_dir).resolve()) if dinov2_dir else None,
               "model": "dinov2_vits14"}
+    if dinov2_sha is not None:
+        vision["weights_sha256"] = dinov2_sha
+    # FLaRe evaluates by sampling and trained on at most 128 steps of context (flare_method.md)
+    inference = {"action_selection": "sample", "kv_window": FLARE_TRAIN_CONTEXT}
     return save_bundle(out_dir, model, embodiment="stretch", cameras=[flare_camera(c) for c in cfg.cameras],
-                       text_encoder=text, vision_encoder=vision, provenance=prov, critic=critic_net)
+                       text_encoder=text, vision_encoder=vision, provenance=prov, critic=critic_net,
+                       inference=inference)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@
 
 One step of an episode (SPOC/FLaRe are discrete, so is this node):
 
+    0. (once per episode, with `start_pose`) send `start_pose` and wait for its result: the executor puts the
+       robot in the pose the policy was trained from (head aimed, arm retracted, gripper open),
     1. wait for the robot to be ready (`ready_topic`, transient local; runstop pauses everything),
     2. wait for a frame of every camera the bundle expects, stamped *after* the previous command's result
        (or after the goal for the first step) and not older than `max_frame_age_s`,
@@ -19,6 +21,10 @@ simulator can judge it), at `max_steps` (a `stop` is sent), when a command is no
 (`stop`, outcome "camera_timeout"), when a new goal preempts it (`stop`, outcome "preempted"), on the
 `~/cancel` service, or on shutdown (SIGINT/SIGTERM: `stop`, then a clean exit). The KV-cache is reset
 whenever an episode finishes or starts.
+
+A camera that has published nothing for `camera_silent_s` (from node start, goal or not) is reported by topic:
+an ERROR log line once, an ERROR /diagnostics status and `silent_cameras` in `/flare/status`, each with a hint
+(the Image topics that do exist, e.g. realsense-ros >= 4.55's `.../camera/camera/color/image_raw`).
 
 Threading: camera callbacks live in their own callback group and only validate + store the latest frame
 (with its header stamp); goals, results, readiness, timeouts and inference share one mutually exclusive
@@ -44,8 +50,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .preprocess import FrameError, image_to_array
-from .protocol import (COMMAND_TOPIC, GOAL_TOPIC, READY_TOPIC, RESULT_TOPIC, STATUS_TOPIC, STOP, Command,
-                       CommandResult, ProtocolError)
+from .protocol import (COMMAND_TOPIC, GOAL_TOPIC, READY_TOPIC, RESULT_TOPIC, START_POSE, STATUS_TOPIC, STOP,
+                       Command, CommandResult, ProtocolError)
 from .rosutil import shutdown_executor
 
 NODE_NAME = "policy_node"
@@ -55,7 +61,10 @@ CAMERA_DEFAULT_TOPICS = {
     "navigation": "/camera/color/image_raw",  # Stretch head D435i (realsense-ros <= 4.54 naming)
     "manipulation": "/gripper_camera/color/image_rect_raw",  # Stretch D405: no RGB module -> image_rect_raw
 }
-OUTCOMES = ("ended", "max_steps", "timeout", "camera_timeout", "preempted", "cancelled", "shutdown", "error")
+OUTCOMES = ("ended", "max_steps", "timeout", "camera_timeout", "start_pose_failed", "preempted", "cancelled",
+            "shutdown", "error")
+ACTION_SELECTIONS = ("bundle", "greedy", "sample")
+DEFAULT_KV_WINDOW = 1000  # bundles that do not name their training context
 
 
 class ConfigError(Exception):
@@ -113,6 +122,7 @@ class CameraStats:
     invalid: int = 0
     last_error: str = ""
     times: deque = field(default_factory=lambda: deque(maxlen=300))  # monotonic receive times
+    silent_hint: str = ""  # set while the topic has been silent for camera_silent_s
 
     def rate(self, now: float, window: float = 3.0) -> float:
         ts = [t for t in self.times if now - t <= window]
@@ -126,7 +136,7 @@ class Episode:
     id: int
     goal: str
     started_wall: float
-    state: str = "waiting_frames"  # waiting_frames | waiting_result | finished
+    state: str = "waiting_frames"  # start_pose | waiting_frames | waiting_result | finished
     step: int = 0  # commands sent
     need_after: float = 0.0  # frames must be stamped after this (seconds)
     wait_since: float = 0.0  # active clock when the wait for frames started
@@ -196,8 +206,23 @@ class _Params:
         "command_timeout_s": (30.0, "Episode stops (outcome timeout, `stop` sent) if a command is not "
                                     "acknowledged within this many seconds of robot time."),
         "max_steps": (600, "Commands per episode; at the limit a `stop` is sent (outcome max_steps)."),
-        "greedy": (True, "Arg-max actions (true) or sampled from the policy distribution (false)."),
-        "kv_window": (1000, "Decoder KV-cache window (steps of context), as in FLaRe."),
+        "action_selection": ("bundle", "bundle | greedy | sample. bundle = what policy.json's inference."
+                                       "action_selection says: sample (seeded by `seed`) for bundles converted from "
+                                       "FLaRe checkpoints, which FLaRe evaluates by sampling; greedy (arg-max) for "
+                                       "the others. The executed action is fed back as the previous action."),
+        "kv_window": (0, "Decoder context in steps: a rolling KV-cache of the last kv_window steps of the "
+                         "episode. 0 = the bundle's inference.kv_window (128 for FLaRe conversions: FLaRe trained "
+                         f"on at most 128 steps of context), else {DEFAULT_KV_WINDOW}. Not FLaRe's evaluation "
+                         "cache, which is a 500-slot buffer on a global call counter, wiped every 500 calls "
+                         "whatever the episode step."),
+        "start_pose": (False, "Before an episode's first step, send `start_pose` and wait for its result (the "
+                              "executor puts the robot in the pose the policy was trained from). On in the robot "
+                              "configs."),
+        "camera_silent_s": (10.0, "A camera topic with nothing received for this long is reported as silent "
+                                  "(ERROR log, /diagnostics ERROR, silent_cameras in status), with a hint."),
+        "allow_encoder_mismatch": (False, "Load a T5 / DINOv2 directory whose weights differ from the ones the "
+                                          "bundle records (weights_sha256): the policy then sees features it "
+                                          "was never trained on. Off = refuse to start."),
         "device": ("cpu", "torch device for the policy (cpu, cuda, cuda:0)."),
         "threads": (0, "torch intra-op threads (0 = torch's default)."),
         "seed": (0, "Seed for sampled actions."),
@@ -215,11 +240,61 @@ class _Params:
         "frame_timeout_s": ("float", 0.01, 3600.0),
         "command_timeout_s": ("float", 0.01, 3600.0),
         "max_steps": ("int", 1, 1_000_000, 1),
-        "kv_window": ("int", 1, 100_000, 1),
+        "kv_window": ("int", 0, 100_000, 1),
+        "camera_silent_s": ("float", 0.1, 3600.0),
         "threads": ("int", 0, 256, 1),
         "seed": ("int", 0, 2**31 - 1, 1),
         "diagnostics_period_s": ("float", 0.05, 60.0),
     }
+
+
+def inference_settings(meta: dict, action_selection: str, kv_window: int) -> tuple[str, int]:
+    """(greedy | sample, kv_window) from the parameters, falling back to policy.json's `inference` block."""
+    inf = meta.get("inference") or {}
+    if action_selection == "bundle":
+        action_selection = inf.get("action_selection", "greedy")
+        if action_selection not in ("greedy", "sample"):
+            raise ConfigError(f"bundle policy.json: inference.action_selection {action_selection!r} is not "
+                              f"greedy or sample")
+    if kv_window == 0:
+        kv_window = inf.get("kv_window", DEFAULT_KV_WINDOW)
+        if not isinstance(kv_window, int) or isinstance(kv_window, bool) or kv_window < 1:
+            raise ConfigError(f"bundle policy.json: inference.kv_window {kv_window!r} is not a positive integer")
+    return action_selection, kv_window
+
+
+def check_encoders(bundle, text, vision, *, allow_mismatch: bool = False, warn=None) -> None:
+    """Refuse a text / vision encoder directory whose weights are not the ones the bundle records.
+
+    The bundle's `weights_sha256` (written by `flare-policy convert`) is compared with the loaded weights'
+    fingerprint; without a recorded fingerprint only the architecture can be checked, and that is said."""
+    from .convert import tensor_fingerprint
+
+    checks = []
+    if getattr(text, "kind", None) == "t5":
+        checks.append(("text encoder (T5)", bundle.text_encoder, text.path,
+                       lambda: tensor_fingerprint(text.model.state_dict())))
+    if vision is not None:
+        checks.append(("vision encoder (DINOv2)", bundle.vision_encoder, vision.path, lambda: vision.weights_sha256))
+        if vision.dim != bundle.config.visual_dim:
+            raise ConfigError(f"vision encoder {vision.path}: hidden size {vision.dim}, the bundle's policy expects "
+                              f"{bundle.config.visual_dim}")
+    for what, spec, path, fingerprint in checks:
+        expected = spec.get("weights_sha256")
+        if not expected:
+            if warn:
+                warn(f"{what}: the bundle records no weights_sha256, so {path} cannot be checked against the "
+                     f"weights the policy was trained with (re-convert with --t5/--dinov2 to record them)")
+            continue
+        found = fingerprint()
+        if found != expected:
+            msg = (f"{what} at {path} is not the one the bundle was converted with: weights_sha256 expected "
+                   f"{expected[:16]}..., found {found[:16]}...")
+            if not allow_mismatch:
+                raise ConfigError(msg + " (use the matching directory, or allow_encoder_mismatch:=true to "
+                                        "run anyway)")
+            if warn:
+                warn(msg + "; running anyway (allow_encoder_mismatch)")
 
 
 def build_node_class():
@@ -256,6 +331,7 @@ def build_node_class():
             self.overheads = deque(maxlen=200)
             self.steps_total = 0
             self._warm = False
+            self._t_start = time.monotonic()
 
             self.runner = runner if runner is not None else self._load_runner()
             self.bundle = self.runner.bundle
@@ -349,6 +425,9 @@ def build_node_class():
             if out["embodiment"] and out["embodiment"] not in EMBODIMENT_CHOICES:
                 raise ConfigError(f"parameter 'embodiment' must be one of {EMBODIMENT_CHOICES}, "
                                   f"got {out['embodiment']!r}")
+            if out["action_selection"] not in ACTION_SELECTIONS:
+                raise ConfigError(f"parameter 'action_selection' must be one of {ACTION_SELECTIONS}, "
+                                  f"got {out['action_selection']!r}")
             if out["goal_durability"] not in ("volatile", "transient_local"):
                 raise ConfigError("parameter 'goal_durability' must be volatile or transient_local")
             for name, v in out.items():
@@ -399,8 +478,12 @@ def build_node_class():
                                                        quantize=self.p["vision_quantize"])
                 except (VisionError, OSError) as e:
                     raise ConfigError(f"vision encoder: {e}") from None
+            check_encoders(bundle, text, vision, allow_mismatch=self.p["allow_encoder_mismatch"],
+                           warn=self.get_logger().warning)
             rotation = {c.name: self.p[f"{camera_key(c.name)}_camera_rotation"] for c in bundle.cameras}
-            return PolicyRunner(bundle, device=dev, kv_window=self.p["kv_window"], greedy=self.p["greedy"],
+            selection, kv_window = inference_settings(bundle.meta, self.p["action_selection"], self.p["kv_window"])
+            self.get_logger().info(f"actions {selection} (seed {self.p['seed']}), context {kv_window} steps")
+            return PolicyRunner(bundle, device=dev, kv_window=kv_window, greedy=selection == "greedy",
                                 seed=self.p["seed"], text_encoder=text, vision=vision, camera_rotation=rotation)
 
         # ---------------------------------------------------------------- camera callbacks (camera group)
@@ -463,7 +546,8 @@ def build_node_class():
                 self._episode_count += 1
                 now = time.time()
                 self.episode = Episode(self._episode_count, goal, now, need_after=now,
-                                       wait_since=self.clock_active.now())
+                                       wait_since=self.clock_active.now(),
+                                       state="start_pose" if self.p["start_pose"] else "waiting_frames")
                 self.get_logger().info(f"episode {self._episode_count}: goal {goal!r}")
                 self._publish_status()
             self._step()
@@ -496,7 +580,9 @@ def build_node_class():
                 ep.wait_since = self.clock_active.now()
                 ep.trigger = t
                 ep.state = "waiting_frames"
-                if done == "end":
+                if done == START_POSE and not res.success:
+                    self._finish("start_pose_failed", send_stop=True, reason=f"start_pose: {res.message}")
+                elif done == "end":
                     self._finish("ended", send_stop=False, reason="policy chose end")
                 elif ep.step >= self.p["max_steps"]:
                     self._finish("max_steps", send_stop=True, reason=f"{ep.step} steps")
@@ -521,6 +607,11 @@ def build_node_class():
                 if not self.ready:
                     return  # paused: the active clock is stopped too
                 now_active = self.clock_active.now()
+                if ep.state == "start_pose":
+                    cmd = self._publish_command(START_POSE)
+                    ep.pending, ep.pending_since, ep.state = cmd, now_active, "waiting_result"
+                    self._publish_status(extra={"command_id": cmd.id})
+                    return
                 if ep.state == "waiting_result":
                     if now_active - ep.pending_since > self.p["command_timeout_s"]:
                         self._finish("timeout", send_stop=True,
@@ -638,6 +729,9 @@ def build_node_class():
                 st["latency_ms"] = round(decision.latency_ms, 3)
                 st["top"] = [[a, round(p, 4)] for a, p in decision.top(self.actions, 3)]
                 st["probs"] = {a: round(float(p), 4) for a, p in zip(self.actions, decision.probs)}
+            silent = {s.topic: s.silent_hint for s in self.cam_stats.values() if s.silent_hint}
+            if silent:
+                st["silent_cameras"] = silent
             if extra:
                 st.update(extra)
             self.status_pub.publish(self._String(data=json.dumps(st)))
@@ -648,12 +742,15 @@ def build_node_class():
             arr.header.stamp = self.get_clock().now().to_msg()
             now_m, now_w = time.monotonic(), time.time()
             max_age = self.p["max_frame_age_s"]
+            self._check_silent_cameras(now_m)
             for name, stats in self.cam_stats.items():
                 with self._frame_lock:
                     f = self.frames.get(name)
                     rate = stats.rate(now_m)
                 age = (now_w - f.stamp) if f is not None else float("inf")
-                if f is None:
+                if stats.silent_hint:
+                    level, msg = DS.ERROR, f"silent: {stats.silent_hint}"
+                elif f is None:
                     level, msg = DS.ERROR, "no frame received"
                 elif age > max_age:
                     level, msg = DS.WARN, f"stale: latest frame {age:.2f} s old"
@@ -690,9 +787,50 @@ def build_node_class():
                                      KV(key="outstanding_command", value=str(ep.pending.id) if ep and ep.pending
                                         else "")]))
             self.diag_pub.publish(arr)
-            if ep is not None and ep.state != "finished":
-                with self._lock:
+            if (ep is not None and ep.state != "finished") or any(st.silent_hint for st in self.cam_stats.values()):
+                with self._lock:  # heartbeat; also while idle when a camera is silent, so the status says so
                     self._publish_status()
+
+        def _check_silent_cameras(self, now_m: float) -> None:
+            limit = self.p["camera_silent_s"]
+            for name, stats in self.cam_stats.items():
+                with self._frame_lock:
+                    last = stats.times[-1] if stats.times else None
+                quiet = now_m - (last if last is not None else self._t_start)
+                if quiet < limit:
+                    if stats.silent_hint:
+                        self.get_logger().info(f"camera {name}: frames arrive again on {stats.topic}")
+                    stats.silent_hint = ""
+                    continue
+                if stats.silent_hint:
+                    continue
+                stats.silent_hint = self._silence_hint(stats.topic, quiet, ever=last is not None)
+                self.get_logger().error(f"camera {name}: {stats.silent_hint}")
+
+        def _silence_hint(self, topic: str, quiet: float, ever: bool) -> str:
+            """Why `topic` may be silent, from the ROS graph: no publisher (name differs?), or one that sends
+            nothing through (driver stalled, frames too large for the transport)."""
+            text = f"nothing received on {topic} for {quiet:.0f} s" + (" (it published before)" if ever else "")
+            try:
+                pubs = self.count_publishers(topic)
+                images = sorted(n for n, types in self.get_topic_names_and_types()
+                                if "sensor_msgs/msg/Image" in types and n != topic)
+            except Exception:  # noqa: BLE001 - the hint is best effort; the report itself must go out
+                return text
+            if pubs == 0:
+                text += "; no publisher on that topic"
+                similar = [n for n in images if n.rsplit("/", 2)[-2:] == topic.rsplit("/", 2)[-2:]]
+                if similar:
+                    text += (f"; the same stream exists as {', '.join(similar)} (realsense-ros >= 4.55 adds a "
+                             f"camera/ level): set the camera's *_camera_topic parameter to it")
+                elif images:
+                    text += f"; Image topics that exist: {', '.join(images[:6])}"
+                else:
+                    text += "; no Image topic exists at all (is the camera driver running? camera plugged in?)"
+            else:
+                text += (f"; {pubs} publisher(s) exist but no frame arrives (driver stalled, or frames larger "
+                         f"than the transport passes: see config/fastdds_large_frames.xml)")
+            return text
 
         # ---------------------------------------------------------------- shutdown
         def fail_safe(self, reason: str) -> None:

@@ -2,7 +2,8 @@
 
 FLaRe: a 16:9 frame is brought to 396x224 and cropped 6 px per side to 224x384 (H x W). Frames of another
 aspect are first center-cropped to the target aspect so objects keep their shape; frames already at the
-target size (the simulator's) pass through untouched.
+target size (the simulator's) are not resized. Bundles converted from FLaRe checkpoints then apply FLaRe's
+deterministic crop-and-stretch (CameraSpec.stretch_crop): the central 224x299 window resized back to 224x384.
 """
 from __future__ import annotations
 
@@ -61,13 +62,16 @@ def prepare_frame(img: np.ndarray, spec: CameraSpec, rotate_deg: int = 0) -> np.
     img = rotate(img, rotate_deg)
     rh, rw = spec.resize
     H, W = img.shape[:2]
-    if (H, W) == tuple(spec.crop):  # already the policy input (FLaRe's simulator renders 224x384 after its crop)
-        return np.ascontiguousarray(img)
-    if (H, W) != (rh, rw):
-        # crop to the target aspect ratio, then resize
-        if W * rh > H * rw:
-            img = _center_crop(img, H, max(1, round(H * rw / rh)))
-        elif W * rh < H * rw:
-            img = _center_crop(img, max(1, round(W * rh / rw)), W)
-        img = _resize(np.ascontiguousarray(img), rh, rw)
-    return np.ascontiguousarray(_center_crop(img, *spec.crop))
+    if (H, W) != tuple(spec.crop):  # else already cropped (FLaRe's simulator renders 224x384 after its crop)
+        if (H, W) != (rh, rw):
+            # crop to the target aspect ratio, then resize
+            if W * rh > H * rw:
+                img = _center_crop(img, H, max(1, round(H * rw / rh)))
+            elif W * rh < H * rw:
+                img = _center_crop(img, max(1, round(W * rh / rw)), W)
+            img = _resize(np.ascontiguousarray(img), rh, rw)
+        img = _center_crop(img, *spec.crop)
+    if spec.stretch_crop is not None and tuple(spec.stretch_crop) != tuple(spec.crop):
+        # what FLaRe's RandomResizedCrop fallback did to every frame (bundle.CameraSpec.stretch_crop)
+        img = _resize(np.ascontiguousarray(_center_crop(img, *spec.stretch_crop)), *spec.crop)
+    return np.ascontiguousarray(img)

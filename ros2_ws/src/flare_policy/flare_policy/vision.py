@@ -91,6 +91,9 @@ class Dinov2Features(nn.Module):
             raise VisionError(f"DINOv2 patch size {patch} does not tile the {H}x{W} FLaRe input")
         self.path, self.dim, self.patch, self.grid = str(path), cfg.hidden_size, patch, (H // patch, W // patch)
         vit.eval().requires_grad_(False)
+        from .convert import tensor_fingerprint
+        # of the fp32 weights as loaded (before any quantization): what a bundle's weights_sha256 records
+        self.weights_sha256 = tensor_fingerprint(vit.state_dict())
         self.vit = quantize_linear(vit) if quantize else vit
         # Replace HF's size-based interpolation with FLaRe's rule; the input size is fixed, so compute it once.
         pos = flare_pos_embed(self.vit.embeddings.position_embeddings.detach(), self.grid)
