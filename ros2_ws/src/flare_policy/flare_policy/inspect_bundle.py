@@ -22,6 +22,7 @@ def describe(path) -> dict:
         "cameras": [c.to_dict() for c in b.cameras],
         "text_encoder": b.text_encoder,
         "vision_encoder": b.vision_encoder,
+        "inference": b.meta.get("inference", {}),
         "model": cfg.to_dict(),
         "trainable_parameters": b.model.n_trainable(),
         "has_critic": (Path(path) / "critic.safetensors").is_file(),
@@ -41,12 +42,15 @@ def format_description(d: dict) -> str:
     if len(allowed) < len(d["actions"]):
         lines.append(f"  allowed     {len(allowed)}: {', '.join(allowed)} (others masked to -inf)")
     for c in d["cameras"]:
+        sc = c.get("stretch_crop")
         lines.append(f"camera        {c['name']}: resize {c['resize'][0]}x{c['resize'][1]} -> crop "
-                     f"{c['crop'][0]}x{c['crop'][1]} (H x W)")
+                     f"{c['crop'][0]}x{c['crop'][1]} (H x W)"
+                     + (f" -> centre {sc[0]}x{sc[1]} stretched back (FLaRe's augmentation crop)" if sc else ""))
     enc = lambda e: ", ".join(f"{k}={v}" for k, v in e.items())  # noqa: E731
     lines += [
         f"text encoder  {enc(d['text_encoder'])}",
         f"vision        {enc(d['vision_encoder'])}",
+        f"inference     {enc(d['inference']) if d['inference'] else 'not recorded (node defaults: greedy, 1000 steps)'}",
         f"model         d_model {m['d_model']}, fusion {m['fusion_layers']} layers x {m['fusion_heads']} heads, "
         f"decoder {m['decoder_layers']} layers x {m['decoder_heads']} heads, vision {m['vision']} "
         f"{m['visual_grid'][0]}x{m['visual_grid'][1]} tokens/camera",
