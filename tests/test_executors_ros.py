@@ -578,6 +578,27 @@ def test_stretch_driver_backend_old_driver_not_homed_tool_and_battery(domain, tm
         assert c.wait_ready(False, 5)
         r = c.result(c.send("move_arm_down"), 5)
         assert not r["success"] and "end-of-arm tool" in r["message"], r
+        drv.tool = "tool_stretch_gripper"
+        assert c.wait_ready(True, 5)
+        # stretch_driver's own diagnostics (stretch_diagnostics.py names) at ERROR: not ready until they clear
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+        diag_pub = c.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        def diag(level, message):
+            arr = DiagnosticArray()
+            arr.status = [DiagnosticStatus(level=level, name="stretch_driver: Lift/Device", message=message),
+                          DiagnosticStatus(level=DiagnosticStatus.ERROR, name="some_other_node: camera",
+                                           message="not ours")]
+            diag_pub.publish(arr)
+        assert c.wait(lambda: diag_pub.get_subscription_count() > 0, 5)
+        diag(DiagnosticStatus.ERROR, "Hardware not present")
+        assert c.wait_ready(False, 5)
+        r = c.result(c.send("move_arm_down"), 5)
+        assert not r["success"] and "Lift/Device: Hardware not present" in r["message"], r
+        assert "not ours" not in r["message"]
+        diag(DiagnosticStatus.OK, "Hardware present and calibrated")
+        assert c.wait_ready(True, 5)
     finally:
         code = proc.stop(signal.SIGINT)
         c.close()

@@ -102,6 +102,10 @@ DESCRIPTIONS = {
     "low_battery_v": "Warn when the battery voltage is below this (V; stretch_body's low_voltage_alert is 10.5)",
     "tool_topic": "std_msgs/String end-of-arm tool (stretch_driver: /tool); empty = not checked",
     "expected_tool": "Not ready unless tool_topic reports this tool (the grasp check assumes the Stretch gripper)",
+    "driver_diagnostics_topic": "diagnostic_msgs/DiagnosticArray of the driver; its ERRORs make the robot not "
+                                "ready; empty = not watched",
+    "driver_diagnostics_prefix": "Only statuses whose name starts with this are the driver's (stretch_driver's "
+                                 "updater names them 'stretch_driver: ...')",
     "limits_wait_s": "How long to wait for get_joint_states_service before using the limits.* parameters (s)",
     "use_stop_service": "stop also calls stop_service; off by default because /stop_the_robot relaxes the "
                         "gripper (a held object drops)",

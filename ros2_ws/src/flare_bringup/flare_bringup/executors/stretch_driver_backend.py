@@ -16,7 +16,8 @@
   gripper*, which drops a grasp (stretch_driver.py stop_the_robot_callback). So `stop()` preempts the running
   goal with a "hold" goal for the joint that was moving (a zero-length base move, or the joint's current
   position), never touching the gripper; `/stop_the_robot` is called only with `use_stop_service`.
-* Also watched: `/battery` (voltage below `low_battery_v` warns; stretch_body's low_voltage_alert is 10.5 V)
+* Also watched: `/diagnostics` (statuses of stretch_driver's own updater at ERROR make the robot not ready),
+  `/battery` (voltage below `low_battery_v` warns; stretch_body's low_voltage_alert is 10.5 V)
   and `/tool` (not `expected_tool` = not ready: the grasp check assumes the Stretch gripper).
 * control_msgs (FollowJointTrajectory) is not on PyPI: the action client is import-guarded and fails with a
   clear message. Goals are built as trajectory_msgs/JointTrajectory, so goal construction is testable anywhere.
@@ -61,6 +62,8 @@ class DriverBackendConfig:
     tool_topic: str = "/tool"
     expected_tool: str = "tool_stretch_gripper"
     limits_wait_s: float = 5.0
+    driver_diagnostics_topic: str = "/diagnostics"
+    driver_diagnostics_prefix: str = "stretch_driver"
     use_stop_service: bool = False
     auto_position_mode: bool = True
     min_goal_interval_s: float = 0.25
@@ -255,6 +258,7 @@ class StretchDriverBackend(RobotDriver):
         self._tool: Optional[str] = None
         self._battery_v: Optional[float] = None
         self._battery_warned_t = 0.0
+        self._driver_errors: dict[str, tuple[str, float]] = {}  # status name -> (message, receive time)
         self._moving_joint: Optional[str] = None  # joint of the goal in flight (what stop() must hold)
         self._send_lock = threading.Lock()
         self._t_start = time.monotonic()
@@ -277,6 +281,10 @@ class StretchDriverBackend(RobotDriver):
             node.create_subscription(String, c.tool_topic, self._on_tool, 5, callback_group=self._cbg)
         if c.battery_topic:
             node.create_subscription(BatteryState, c.battery_topic, self._on_battery, 5, callback_group=self._cbg)
+        if c.driver_diagnostics_topic:
+            from diagnostic_msgs.msg import DiagnosticArray
+            node.create_subscription(DiagnosticArray, c.driver_diagnostics_topic, self._on_diagnostics, 10,
+                                     callback_group=self._cbg)
         self._home_srv = node.create_client(Trigger, c.home_service, callback_group=self._cbg)
         self._limits_srv = node.create_client(Trigger, c.get_joint_states_service, callback_group=self._cbg)
         self._stop_srv = node.create_client(Trigger, c.stop_service, callback_group=self._cbg)
@@ -318,6 +326,20 @@ class StretchDriverBackend(RobotDriver):
             self._battery_warned_t = now
             self._log_warn(f"battery low: {self._battery_v:.2f} V (< {self.cfg.low_battery_v:.2f} V): charge the "
                            f"robot (stretch_body's own low-voltage alert is 10.5 V)")
+
+    def _on_diagnostics(self, msg) -> None:
+        """stretch_driver's own hardware checks (stretch_core stretch_diagnostics.py: "Hardware not present",
+        voltage out of range, ...): its ERRORs make the robot not ready; other publishers are ignored."""
+        now = time.monotonic()
+        with self._lock:
+            for st in msg.status:
+                if not st.name.startswith(self.cfg.driver_diagnostics_prefix):
+                    continue
+                level = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
+                if level >= 2:  # ERROR (3 = STALE counts too)
+                    self._driver_errors[st.name] = (st.message, now)
+                else:
+                    self._driver_errors.pop(st.name, None)
 
     def _log_info(self, msg: str) -> None:
         try:
@@ -386,6 +408,10 @@ class StretchDriverBackend(RobotDriver):
         if c.tool_topic and c.expected_tool and self._tool is not None and self._tool != c.expected_tool:
             return False, (f"end-of-arm tool is {self._tool!r} on {c.tool_topic}, expected {c.expected_tool!r} "
                            f"(the grasp check and gripper targets assume the Stretch gripper)")
+        with self._lock:  # an error not repeated for 5 s is over (the driver publishes at 1 Hz)
+            errors = {k: m for k, (m, t) in self._driver_errors.items() if now - t < 5.0}
+        if errors:
+            return False, "stretch_driver diagnostics ERROR: " + "; ".join(f"{k}: {m}" for k, m in sorted(errors.items()))
         mode = self._mode
         if mode is None:
             return False, f"no stretch_driver mode on {c.mode_topic} yet"
