@@ -3,12 +3,14 @@ pays off (AVX2, AVX-512, VNNI, bf16, AMX). Every benchmark prints them, because 
 between machines with the same flags."""
 from __future__ import annotations
 
+import functools
 import platform
 
 FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
          "amx_tile")
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """{"model": str, "flags": [relevant flags present], "bf16_native": bool, "vnni": bool}."""
     model, present = platform.processor() or platform.machine(), set()

@@ -157,7 +157,7 @@ class ActorCritic(nn.Module):
         logits, value, _ = self.actor(inp, cache=ca, window=window, action_mask=action_mask)
         if self.separate:
             _, value, _ = self.critic(inp, cache=cc, window=window)
-        return Categorical(logits=logits), value
+        return Categorical(logits=logits.float()), value.float()  # fp32 even under autocast
 
     def reset_envs(self, caches, envs) -> None:
         for c in caches:
