@@ -52,8 +52,9 @@ def test_silent_camera_is_reported_with_the_topic_that_exists(live):
         assert hint and "no publisher on that topic" in hint, (hint, proc.output()[-2000:])
         from diagnostic_msgs.msg import DiagnosticStatus
 
-        assert h.wait(lambda: any(s.level == DiagnosticStatus.ERROR and "silent" in s.message and s.hardware_id == NODE_TOPIC
-                                  for m in h.diagnostics for s in m.status), 10.0), "no ERROR diagnostics"
+        assert h.wait(lambda: any(s.level == DiagnosticStatus.ERROR and "silent" in s.message
+                                  and s.hardware_id == NODE_TOPIC for m in h.diagnostics for s in m.status),
+                      10.0), "no ERROR diagnostics"
         out = proc.output()
         assert f"nothing received on {NODE_TOPIC}" in out and REAL_TOPIC in out, out[-2000:]
         assert out.count(f"nothing received on {NODE_TOPIC}") == 1  # reported once, not every second

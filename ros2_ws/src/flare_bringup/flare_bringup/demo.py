@@ -238,8 +238,8 @@ def run(args) -> int:
     sim = NodeProcess.python_module("sim_robot", "flare_bringup.sim_robot", {
         "task": args.task, "seeds": seeds, "step_delay_s": args.step_delay}, env=env, log_dir=log_dir)
     pol = NodeProcess.python_module("policy_node", "flare_policy.node", {
-        "bundle": str(bundle), "max_steps": max_steps, "threads": args.threads, "action_selection": "sample" if args.sampled else "greedy",
-        "log_steps": False, "command_timeout_s": 10.0}, env=env, log_dir=log_dir)
+        "bundle": str(bundle), "max_steps": max_steps, "threads": args.threads,
+        "action_selection": "sample" if args.sampled else "greedy", "log_steps": False, "command_timeout_s": 10.0}, env=env, log_dir=log_dir)
     demo = DemoNode(domain)
     failures: list[str] = []
     results: list[dict] = []

@@ -60,7 +60,8 @@ def _launch_setup(context, *args, **kwargs):
                 get_package_share_directory("interbotix_xslocobot_control"), "launch",
                 "xslocobot_control.launch.py")),
             launch_arguments={"robot_model": arg("robot_model"), "robot_name": arg("robot_name"),
-                              "base_type": base_type, "use_base": "true", "use_camera": "true" if _truthy(arg("cameras")) else "false",
+                              "base_type": base_type, "use_base": "true",
+                              "use_camera": "true" if _truthy(arg("cameras")) else "false",
                               "use_lidar": "false"}.items()))
     actions.append(Node(
         package="flare_bringup", executable="locobot_executor", name="locobot_executor", output="screen",

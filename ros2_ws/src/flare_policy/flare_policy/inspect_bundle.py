@@ -50,7 +50,8 @@ def format_description(d: dict) -> str:
     lines += [
         f"text encoder  {enc(d['text_encoder'])}",
         f"vision        {enc(d['vision_encoder'])}",
-        f"inference     {enc(d['inference']) if d['inference'] else 'not recorded (node defaults: greedy, 1000 steps)'}",
+        "inference     " + (enc(d["inference"]) if d["inference"] else "not recorded (node defaults: greedy, 1000 "
+                             "steps)"),
         f"model         d_model {m['d_model']}, fusion {m['fusion_layers']} layers x {m['fusion_heads']} heads, "
         f"decoder {m['decoder_layers']} layers x {m['decoder_heads']} heads, vision {m['vision']} "
         f"{m['visual_grid'][0]}x{m['visual_grid'][1]} tokens/camera",

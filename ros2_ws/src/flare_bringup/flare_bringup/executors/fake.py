@@ -12,8 +12,8 @@ import time
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, GripperReading, JointLimit,
-    MotionInterrupted, RobotDriver, robotis_to_aperture,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError,
+    GripperReading, JointLimit, MotionInterrupted, RobotDriver, robotis_to_aperture,
 )
 from .locobot import LocobotDriver, Pose2D
 from .stretch import DEFAULT_LIMITS

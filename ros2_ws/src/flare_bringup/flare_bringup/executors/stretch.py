@@ -33,8 +33,8 @@ from flare_policy.embodiments import NO_MOTION_ACTIONS, STRETCH_ACTIONS
 from flare_policy.protocol import START_POSE
 
 from .base import (
-    JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverExecutor, HaltFlag, JointLimit, MotionInterrupted,
-    Outcome, RobotDriver,
+    JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverExecutor, HaltFlag,
+    JointLimit, MotionInterrupted, Outcome, RobotDriver,
 )
 
 # Conservative RE1 limits, used for a joint until the backend reports its real limits.

@@ -22,8 +22,8 @@ from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
-    JointLimit, MotionInterrupted, RobotDriver, robotis_to_aperture, wait_until_settled,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError,
+    DriverUnavailable, GripperReading, JointLimit, MotionInterrupted, RobotDriver, robotis_to_aperture, wait_until_settled,
 )
 
 LOCK_HINT = ("another process is already using Stretch (stretch_body's robot lock is held, usually by "

@@ -31,8 +31,8 @@ from dataclasses import dataclass, fields
 from typing import Callable, Optional
 
 from .base import (
-    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError, DriverUnavailable, GripperReading,
-    JointLimit, MotionInterrupted, RobotDriver, aperture_to_finger_rad, finger_rad_to_aperture,
+    GRIPPER_APERTURE, JOINT_ARM, JOINT_HEAD_PAN, JOINT_HEAD_TILT, JOINT_LIFT, JOINT_WRIST_YAW, DriverError,
+    DriverUnavailable, GripperReading, JointLimit, MotionInterrupted, RobotDriver, aperture_to_finger_rad, finger_rad_to_aperture,
     robotis_to_aperture, wait_until_settled,
 )
 
@@ -411,7 +411,8 @@ class StretchDriverBackend(RobotDriver):
         with self._lock:  # an error not repeated for 5 s is over (the driver publishes at 1 Hz)
             errors = {k: m for k, (m, t) in self._driver_errors.items() if now - t < 5.0}
         if errors:
-            return False, "stretch_driver diagnostics ERROR: " + "; ".join(f"{k}: {m}" for k, m in sorted(errors.items()))
+            return False, "stretch_driver diagnostics ERROR: " + "; ".join(
+                f"{k}: {m}" for k, m in sorted(errors.items()))
         mode = self._mode
         if mode is None:
             return False, f"no stretch_driver mode on {c.mode_topic} yet"
