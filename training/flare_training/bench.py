@@ -9,8 +9,16 @@
         GEMM rate, i.e. the most steps/s any implementation of this algorithm and model can reach on this CPU.
         With --json the last line is one JSON object (ours_steps_per_s, sb3_steps_per_s, ratio, time splits,
         ours_floor).
+    flare-train bench bc [--data DIR ...] [--json] [--steps N] [--batch B] [--window W] [--amp auto|on|off]
+        behaviour-cloning frames/s trained (data path included: windows drawn from a real demo dataset held
+        as compact tile indices) and its arithmetic floor (FLOPs per frame of forward+backward counted on the
+        model over the best fp32 GEMM rate); with --amp auto on a CPU with native bf16 also the bf16 autocast
+        rate and the loss difference to fp32 on the same batches from the same weights.
     flare-train bench env [...]
         mini-CHORES env throughput (flare_training.envs.bench).
+
+Every bench prints the CPU model and its AVX2 / AVX-512 / VNNI / bf16 / AMX flags (also in the JSON as "cpu"):
+figures are only comparable between machines with the same flags.
 
 Without --init, throughput uses a randomly initialised `tiny` bundle (same FLOPs as a trained one). Our run
 uses FLaRe's defaults except critic_warmup_steps=0, so every update pays for the full actor+critic update.
@@ -191,6 +199,9 @@ def throughput(argv) -> int:
         from .ppo import auto_threads
 
         a.threads = auto_threads()
+    from flare_policy.cpuinfo import cpu_info, describe
+
+    print(describe())
     load0 = os.getloadavg()[0]
     ours = bench_ours(a.task, steps, a.n_envs, a.threads, a.init, a.vec)
     sb3 = None if a.skip_sb3 else bench_sb3(a.task, steps, a.n_envs, a.threads)
@@ -208,11 +219,137 @@ def throughput(argv) -> int:
     load = [round(load0, 2), round(os.getloadavg()[0], 2)]
     print(f"1-min load average before/after: {load[0]} / {load[1]} on {os.cpu_count()} CPUs")
     out = {"task": a.task, "n_envs": a.n_envs, "steps": steps, "threads": a.threads, "loadavg": load,
-           "ours_steps_per_s": round(ours["steps_per_s"], 2), "ours": ours, "ours_floor": floor}
+           "cpu": cpu_info(), "ours_steps_per_s": round(ours["steps_per_s"], 2), "ours": ours, "ours_floor": floor,
+           "floor_fraction": round(ours["steps_per_s"] / floor["floor_steps_per_s"], 4)}
+    print(f"ours at {out['floor_fraction']:.1%} of the floor")
     if sb3:
         out.update(sb3_steps_per_s=round(sb3["steps_per_s"], 2), sb3=sb3,
                    ratio=round(ours["steps_per_s"] / sb3["steps_per_s"], 4))
         print(f"ours / SB3 = {out['ratio']:.3f}")
+    if a.json:
+        print(json.dumps(out))
+    return 0
+
+
+def bench_bc(data: list[str], steps: int, batch: int, window: int, threads: int, bf16: bool,
+             seed: int = 0, init_state: dict | None = None) -> dict:
+    """Train the tiny policy for `steps` BC steps on windows drawn from `data`; returns rates and losses."""
+    from flare_policy.model import PRESETS, PolicyNet
+    from flare_policy.text import TextEncoder
+
+    from .agent import GoalBank
+    from .bc import bc_loss, sample_batch
+    from .dataset import DemoDataset
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    ds = DemoDataset(data)
+    ds.preload()
+    load_s = time.perf_counter() - t0
+    bank = GoalBank(TextEncoder("minilm"))
+    bank.text_encoder.prefetch(ds.goals)
+    bank.index(sorted(set(ds.goals)))
+    torch.manual_seed(seed)
+    model = PolicyNet(PRESETS["tiny"](n_actions=8))
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    state0 = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    sample_s = train_s = 0.0
+    losses = []
+    for i in range(steps + 2):  # two warm-up steps
+        t1 = time.perf_counter()
+        b = sample_batch(ds, batch, window, 8, rng)
+        t2 = time.perf_counter()
+        loss, _ = bc_loss(model, b, bank, bf16)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        t3 = time.perf_counter()
+        if i >= 2:
+            sample_s += t2 - t1
+            train_s += t3 - t2
+        losses.append(loss.item())
+    frames = steps * batch * window
+    return {"episodes": len(ds), "frames_in_dataset": ds.num_steps, "memory_mib": round(ds.memory_bytes() / 2**20, 1),
+            "load_s": round(load_s, 2), "frames_per_s": frames / (sample_s + train_s),
+            "train_frames_per_s": frames / train_s, "sample_ms_per_step": 1e3 * sample_s / steps,
+            "train_ms_per_step": 1e3 * train_s / steps, "losses": losses, "init_state": state0, "batch": b, "bank": bank}
+
+
+def bc_floor(batch_np: dict, bank, threads: int) -> dict:
+    """FLOPs per frame of one BC forward+backward (counted on the tiny model) over the best fp32 GEMM rate."""
+    from flare_policy.bench import count_flops, mlp_rate
+    from flare_policy.model import PRESETS, PolicyNet
+
+    from .bc import bc_loss
+
+    model = PolicyNet(PRESETS["tiny"](n_actions=8))
+    flops = sum(count_flops(lambda: bc_loss(model, batch_np, bank)[0].backward()).values())
+    frames = int(np.prod(batch_np["action"].shape))
+    cfg = model.cfg
+    rate = mlp_rate(threads, 16384, cfg.d_model, max(cfg.fusion_ff, 2 * cfg.d_model))
+    return {"gflop_per_frame": flops / frames / 1e9, "gemm_fp32_gflops": rate / 1e9,
+            "floor_frames_per_s": rate / (flops / frames)}
+
+
+def bc(argv) -> int:
+    p = argparse.ArgumentParser(prog="flare-train bench bc", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", help="demo directories (default: generate 1,000 episodes per demo family "
+                                              "into a temporary directory, ~20 s)")
+    p.add_argument("--steps", type=int, default=20, help="timed BC steps per precision")
+    p.add_argument("--batch", type=int, default=8, help="windows per step (BCConfig.batch_size)")
+    p.add_argument("--window", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--amp", default="auto", choices=("auto", "on", "off"),
+                   help="also measure bf16 autocast (auto: only where the CPU has native bf16)")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    a = p.parse_args(argv)
+    from flare_policy.cpuinfo import cpu_info, describe, use_bf16
+
+    print(describe())
+    with tempfile.TemporaryDirectory(prefix="flare-bench-bc-") as tmp:
+        data = a.data
+        if not data:
+            from .demos import main as demos_main
+
+            demos_main(["--task", "all", "--episodes", "1000", "--out", f"{tmp}/demos", "--quiet"])
+            data = [f"{tmp}/demos"]
+        load0 = os.getloadavg()[0]
+        fp32 = bench_bc(data, a.steps, a.batch, a.window, a.threads, bf16=False)
+        floor = bc_floor(fp32["batch"], fp32["bank"], a.threads)
+        half = (bench_bc(data, a.steps, a.batch, a.window, a.threads, bf16=True, init_state=fp32["init_state"])
+                if use_bf16(a.amp) else None)
+    out = {"cpu": cpu_info(), "threads": a.threads, "batch": a.batch, "window": a.window, "steps": a.steps,
+           "episodes": fp32["episodes"], "frames_in_dataset": fp32["frames_in_dataset"],
+           "dataset_memory_mib": fp32["memory_mib"], "dataset_load_s": fp32["load_s"],
+           "dataset_raw_frames_mib": round(fp32["frames_in_dataset"] * 56 * 56 * 3 / 2**20, 1),
+           "fp32": {k: round(fp32[k], 2) for k in ("frames_per_s", "train_frames_per_s", "sample_ms_per_step",
+                                                   "train_ms_per_step")},
+           "floor": {k: round(v, 4) for k, v in floor.items()}}
+    out["floor_fraction"] = round(fp32["frames_per_s"] / floor["floor_frames_per_s"], 4)
+    print(f"dataset: {out['episodes']:,} episodes, {out['frames_in_dataset']:,} frames, "
+          f"{out['dataset_memory_mib']} MiB in memory as tile indices ({out['dataset_raw_frames_mib']:,} MiB as raw "
+          f"frames; loaded in {out['dataset_load_s']} s)")
+    print(f"fp32: {out['fp32']['frames_per_s']:.0f} frames/s trained ({out['fp32']['sample_ms_per_step']:.1f} ms "
+          f"sampling + {out['fp32']['train_ms_per_step']:.0f} ms forward/backward/step per {a.batch}x{a.window} batch)")
+    print(f"floor: {floor['gflop_per_frame'] * 1e3:.1f} MFLOP per frame at {floor['gemm_fp32_gflops']:.0f} GFLOP/s "
+          f"(best fp32 GEMM, {a.threads} threads) -> at most {floor['floor_frames_per_s']:.0f} frames/s; "
+          f"fp32 at {out['floor_fraction']:.1%} of it")
+    if half:
+        diff = np.abs(np.array(half["losses"]) - np.array(fp32["losses"]))
+        out["bf16"] = {k: round(half[k], 2) for k in ("frames_per_s", "train_frames_per_s", "sample_ms_per_step",
+                                                     "train_ms_per_step")}
+        out["bf16"].update(speedup=round(half["frames_per_s"] / fp32["frames_per_s"], 3),
+                           max_abs_loss_diff=round(float(diff.max()), 5),
+                           final_loss_fp32=round(fp32["losses"][-1], 5), final_loss_bf16=round(half["losses"][-1], 5))
+        print(f"bf16 autocast: {out['bf16']['frames_per_s']:.0f} frames/s ({out['bf16']['speedup']:.2f}x fp32); "
+              f"loss over {a.steps + 2} steps from the same weights and batches differs by at most "
+              f"{out['bf16']['max_abs_loss_diff']:.4f} (final {out['bf16']['final_loss_bf16']:.4f} vs "
+              f"{out['bf16']['final_loss_fp32']:.4f})")
+    out["loadavg"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     if a.json:
         print(json.dumps(out))
     return 0
@@ -231,6 +368,7 @@ def env(argv) -> int:
 
 
 BENCHES = {"throughput": (throughput, "PPO env-steps/s incl. updates: ours vs Stable-Baselines3"),
+           "bc": (bc, "behaviour-cloning frames/s (data path included) vs its arithmetic floor"),
            "env": (env, "mini-CHORES environment throughput")}
 
 
