@@ -18,7 +18,7 @@ help:
 	@echo "make demo   - set up (.venv) and run the closed-loop simulated-robot demo"
 	@echo "make test   - set up (.venv) and run the tests"
 	@echo "make setup  - only set up the virtual environment"
-	@echo "make bench  - benchmarks (flare-policy bench kv/step/node, flare-train bench throughput)"
+	@echo "make bench  - benchmarks (flare-policy bench kv/step/node, flare-train bench throughput/bc)"
 	@echo "make report - FLaRe's experiments on mini-CHORES, small budget (cached runs; ~42 min on 2 cores)"
 
 $(STAMPS)/apt:
@@ -61,6 +61,7 @@ bench: setup
 	$(VENV)/bin/flare-policy bench step
 	$(VENV)/bin/flare-policy bench node
 	$(VENV)/bin/flare-train bench throughput
+	$(VENV)/bin/flare-train bench bc
 
 report: setup
 	$(VENV)/bin/flare-train report --suite mini-chores --budget small

@@ -129,7 +129,7 @@ def test_random_dinov2_default_is_vit_s14():
 
 
 def test_prepare_frame_geometry():
-    spec = flare_camera("raw_navigation_camera")
+    spec = flare_camera("raw_navigation_camera", augment_crop=False)  # the stretch: test_flare_fidelity.py
     img = np.zeros((720, 1280, 3), np.uint8)
     img[:, 630:650] = 255  # a vertical bar at the centre
     img[:40] = (10, 20, 30)  # a top band
@@ -157,7 +157,8 @@ def test_rotation():
         rotate(img, 45)
     portrait = np.zeros((1280, 720, 3), np.uint8)  # Stretch's head camera is mounted sideways
     portrait[:40] = 255  # after a 90-degree clockwise turn (-90) the top band becomes the right edge
-    out = prepare_frame(portrait, flare_camera("raw_navigation_camera"), rotate_deg=-90)
+    out = prepare_frame(portrait, flare_camera("raw_navigation_camera", augment_crop=False),
+                       rotate_deg=-90)
     assert out.shape == (224, 384, 3) and out[:, -1].min() == 255 and out[:, 0].max() == 0
 
 

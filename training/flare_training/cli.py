@@ -9,7 +9,7 @@ SUBCOMMANDS = {
     "bc": ("flare_training.bc", "behaviour cloning (SPOC-style imitation) -> policy bundle"),
     "ppo": ("flare_training.ppo", "FLaRe PPO fine-tuning of a bundle"),
     "eval": ("flare_training.evaluate", "evaluate a bundle: Success, SEL, episode length, %Rooms"),
-    "bench": ("flare_training.bench", "benchmarks (env throughput, PPO throughput vs Stable-Baselines3)"),
+    "bench": ("flare_training.bench", "benchmarks (env, PPO vs Stable-Baselines3, BC frames/s; each against its floor)"),
     "curves": ("flare_training.curves", "learning curves (success vs env steps) of PPO runs as a PNG"),
     "report": ("flare_training.report", "FLaRe's experiments on mini-CHORES: tables, ablations, curves"),
 }
