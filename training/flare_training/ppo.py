@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -309,17 +310,17 @@ class Timer:
         return now
 
 
-def use_amp(cfg: PPOConfig, device) -> bool:
+@functools.lru_cache(maxsize=None)
+def _amp_enabled(mode: str, device_type: str) -> bool:
     from flare_policy.cpuinfo import use_bf16
 
-    if cfg.amp == "auto" and torch.device(device).type == "cuda":
-        return True
-    return use_bf16(cfg.amp)
+    return (mode == "auto" and device_type == "cuda") or use_bf16(mode)
 
 
 def _autocast(cfg: PPOConfig, device):
-    device = torch.device(device)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(cfg, device))
+    """bf16 autocast context per cfg.amp (resolved once per mode and device type: it wraps every rollout step)."""
+    device_type = getattr(device, "type", None) or torch.device(device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=_amp_enabled(cfg.amp, device_type))
 
 
 @torch.no_grad()
@@ -398,8 +399,7 @@ def ppo_losses(ac: ActorCritic, inp: PolicyInput, b: dict, cfg: PPOConfig, mask,
         out = {}
     else:
         with _autocast(cfg, inp.step.device):
-            dist, value = ac(inp, window=cfg.window, action_mask=mask)
-        value = value.float()
+            dist, value = ac(inp, window=cfg.window, action_mask=mask)  # fp32 outputs (ActorCritic)
         logp = dist.log_prob(b["action"])
         log_ratio = logp - b["logprob"]
         ratio = log_ratio.exp()
