@@ -108,3 +108,25 @@ def test_eval_is_deterministic_and_reports_metrics(tmp_path):
     assert len({r["seed"] for r in s["per_episode"]}) == 6
     assert list((tmp_path / "v").glob("pickup_000_*.gif"))
     json.dumps({k: v for k, v in s.items() if k != "per_episode"})
+
+
+def test_eval_record_writes_the_figures_into_the_bundle(tmp_path):
+    from flare_policy.bundle import save_bundle, sim_camera
+    from flare_policy.model import PolicyNet, tiny
+    from flare_training.evaluate import main
+
+    torch.manual_seed(0)
+    save_bundle(tmp_path / "b", PolicyNet(tiny()), embodiment="sim", cameras=[sim_camera()],
+                text_encoder={"kind": "minilm"})
+    weights = (tmp_path / "b" / "model.safetensors").read_bytes()
+    for extra in ([], ["--sample"]):
+        assert main(["--bundle", str(tmp_path / "b"), "--task", "pickup", "--episodes", "4", "--envs", "2",
+                     "--threads", "1", "--json", "--record", *extra]) == 0
+    ev = json.loads((tmp_path / "b" / "policy.json").read_text())["evaluation"]["pickup"]
+    assert set(ev) == {"greedy", "sampled"}
+    for mode in ev.values():
+        row = mode["val"]
+        assert row["episodes"] == 4 and row["success"]["n"] == 4 and "per_episode" not in row
+        assert row["env"] == "minichores" and row["kv_window"] == 1000
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights
+    load_bundle(tmp_path / "b")  # still a valid bundle

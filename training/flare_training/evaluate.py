@@ -163,6 +163,7 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
     succ = [r["success"] for r in results]
     summary = {
         "task": task, "split": split, "episodes": episodes, "greedy": greedy, "bundle": str(bundle.path),
+        "env": env, "kv_window": kv_window,
         "success": wilson_ci(int(sum(succ)), len(succ)),
         "sel": mean_ci([r["sel"] or 0.0 for r in results]),  # FLaRe logs an undefined SEL as 0
         "episode_length": mean_ci([r["length"] for r in results]),
@@ -205,6 +206,8 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=3, help="how many episodes per task to record (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object per task (last lines)")
+    p.add_argument("--record", action="store_true",
+                   help="also store the summaries in the bundle's policy.json (evaluation.<task>.<greedy|sampled>)")
     a = p.parse_args(argv)
     from .envs import DEMO_TASKS
 
@@ -225,4 +228,25 @@ def main(argv=None) -> int:
     if a.json:
         for s in out:
             print(json.dumps({k: v for k, v in s.items() if k != "per_episode"}))
+    if a.record:
+        record_in_bundle(a.bundle, out)
     return 0
+
+
+def record_in_bundle(bundle_dir, summaries: list[dict]) -> Path:
+    """Store evaluation summaries (no per-episode rows) in the bundle's policy.json, so the bundle carries the
+    figures it was judged by: evaluation[task][greedy|sampled][split] = {success, sel, episode_length, ...}.
+    The file is replaced atomically; model weights are untouched."""
+    import os
+
+    path = Path(bundle_dir) / "policy.json"
+    meta = json.loads(path.read_text())
+    ev = meta.setdefault("evaluation", {})
+    for s in summaries:
+        mode = "greedy" if s["greedy"] else "sampled"
+        row = {k: v for k, v in s.items() if k not in ("per_episode", "bundle", "task", "greedy")}
+        ev.setdefault(s["task"], {}).setdefault(mode, {})[s["split"]] = row
+    tmp = path.with_name(".policy.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
