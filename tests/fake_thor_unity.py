@@ -13,6 +13,15 @@ with lift/extension/wrist yaw, objects at fixed positions. Frames are synthetic 
 sequence id, so a test can check exactly what was decoded. Every received action is appended to `--log` as one
 JSON line. `--scenario` (JSON) sets the objects, a collision bound and a crash point ("die_after": exit without
 answering the N-th agent action; "exit_code").
+
+Assets: with "build_assets" (a list of asset ids) the build holds those and, like a real build, fails `CreateHouse`
+when an object (or a child) uses an asset it holds neither there nor among the runtime assets created with
+`CreateRuntimeAsset`; without it every asset counts as held. Runtime assets persist across `Reset` and form an LRU
+cache: `AssetsInDatabase(assetIds, updateProceduralLRUCache)` answers {id: held} and, with the flag, marks the held
+runtime ones as recently used; `DeleteLRUFromProceduralCache(assetLimit=N)` keeps the N most recently used.
+`CreateRuntimeAsset(asset)` fails when the asset has no name or its albedo/normal texture is not a file at the
+path given (the real build loads textures from there), or when its name is in "refuse_assets". These are the
+Python side's expectations (ai2thor/hooks/procedural_asset_hook.py); the Unity code was not read.
 """
 from __future__ import annotations
 
@@ -22,6 +31,7 @@ import math
 import os
 import struct
 import sys
+from collections import OrderedDict
 
 import msgpack
 import numpy as np
@@ -56,6 +66,12 @@ class World:
         self.nav_fov, self.manip_fov = 90.0, 90.0
         self.objects = scenario.get("objects", [])
         self.agent_actions = 0
+        held = scenario.get("build_assets")
+        self.build_assets = None if held is None else set(held)
+        self.runtime_assets: OrderedDict[str, dict] = OrderedDict()  # LRU order: least recently used first
+
+    def holds(self, asset_id: str) -> bool:
+        return self.build_assets is None or asset_id in self.build_assets or asset_id in self.runtime_assets
 
     # ------------------------------------------------------------------ metadata
     def arm(self) -> dict:
@@ -116,8 +132,40 @@ class World:
         if name == "ChangeResolution":
             self.width, self.height = int(a["x"]), int(a["y"])
             return True, "", "", None
+        if name == "AssetsInDatabase":
+            ids = list(a.get("assetIds") or [])
+            if a.get("updateProceduralLRUCache"):
+                for i in ids:
+                    if i in self.runtime_assets:
+                        self.runtime_assets.move_to_end(i)
+            return True, "", "", {i: self.holds(i) for i in ids}
+        if name == "DeleteLRUFromProceduralCache":
+            keep = max(int(a["assetLimit"]), 0)
+            while len(self.runtime_assets) > keep:
+                self.runtime_assets.popitem(last=False)
+            return True, "", "", None
+        if name == "CreateRuntimeAsset":
+            asset = a.get("asset")
+            if not isinstance(asset, dict) or not asset.get("name"):
+                return False, "CreateRuntimeAsset: asset without a name", "", None
+            for key in ("albedoTexturePath", "normalTexturePath"):
+                if not os.path.isfile(str(asset.get(key))):
+                    return False, f"CreateRuntimeAsset {asset['name']}: no texture file {asset.get(key)}", "", None
+            if asset["name"] in self.s.get("refuse_assets", []):
+                return False, f"CreateRuntimeAsset {asset['name']}: refused by the scenario", "", None
+            self.runtime_assets[asset["name"]] = asset
+            self.runtime_assets.move_to_end(asset["name"])
+            return True, "", "", {"assetId": asset["name"]}
         if name == "CreateHouse":
             house = a.get("house") or {}
+            stack, lacking = list(house.get("objects") or []), []
+            while stack:
+                obj = stack.pop()
+                if obj.get("assetId") and not self.holds(obj["assetId"]):
+                    lacking.append(obj["assetId"])
+                stack.extend(obj.get("children") or [])
+            if lacking:
+                return False, f"CreateHouse: asset {sorted(lacking)[0]!r} is not in the asset database", "", None
             agent = (house.get("metadata") or {}).get("agent") or {}
             if "position" in agent:
                 self.pos = dict(agent["position"])

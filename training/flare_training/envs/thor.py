@@ -5,7 +5,7 @@ Upstream: JiahengHu/FLaRe 656f46a, `utils/constants/stretch_initialization_utils
 `STRETCH_ENV_ARGS`), `environment/stretch_controller.py` (`agent_step`, `calibrate_agent`, `reset`, camera
 crops), `environment/stretch_state.py` (what counts as an arm/wrist move), `tasks/multi_task_eval_sampler.py`
 (teleport to the spec's start pose), `tasks/abstract_task_sampler.py` (materials). Task rules and files:
-`thor_tasks.py`.
+`thor_tasks.py`; Objaverse assets (FLaRe's `ai2thor.hooks` asset hook, `assets_dir`): `thor_assets.py`.
 
 Observation (dict), like mini-CHORES': "rgb" = the bundle's cameras, each the simulator frame cropped 6 px per
 side (396x224 -> 384x224) and prepared with the bundle's CameraSpec (`flare_policy.preprocess.prepare_frame`);
@@ -14,7 +14,7 @@ one camera gives (H, W, 3), two give (2, H, W, 3) in the order (navigation, mani
 `flare_policy.embodiments.STRETCH_ACTIONS` (embodiment `stretch`). Reward: +10 on a successful `end`.
 
 Running it needs what this project cannot ship: an AI2-THOR Unity build with the Stretch agent, ProcTHOR-Objaverse
-houses, SPOC task specs and, for Objaverse houses, the assets in the build (see README "AI2-THOR"). The tests
+houses, SPOC task specs and, for Objaverse houses, their asset files (`assets_dir`; see README "AI2-THOR"). The tests
 drive the real Controller against `tests/fake_thor_unity.py`, which checks the wiring, not the simulation.
 """
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gymnasium import spaces
 from flare_policy.embodiments import STRETCH_ACTIONS
 
 from . import thor_tasks as T
+from .thor_assets import ThorAssetError, ThorAssetLoader, asset_hook_controller_class
 from .core import GOAL_CHARSET, SPLITS, seed_split
 
 # ---- utils/constants/stretch_initialization_utils.py (JiahengHu/FLaRe)
@@ -56,8 +57,9 @@ WRIST_FORBIDDEN = (75, 100)  # StretchState.wrist_rotation_bounds
 
 # The Unity `Initialize` arguments of STRETCH_ENV_ARGS. Left out: its Python-side keys (server_class, width,
 # height, commit_id, branch, server_timeout: Controller arguments set below; action_hook_runner: needs
-# `ai2thor.hooks`, absent from PyPI's 5.0.0; render_mani_camera / use_quick_navi_action: StretchController's
-# own switches, both True in FLaRe and built into `action_messages`).
+# `ai2thor.hooks`, absent from PyPI's 5.0.0, replaced by `thor_assets` when `assets_dir` is set;
+# render_mani_camera / use_quick_navi_action: StretchController's own switches, both True in FLaRe and built into
+# `action_messages`).
 UNITY_INITIALIZE_ARGS = dict(
     gridSize=AGENT_MOVEMENT_CONSTANT * 0.75,  # 0.15, "smaller than AGENT_MOVEMENT_CONSTANT to improve fidelity"
     visibilityDistance=MAXIMUM_DISTANCE_ARM_FROM_AGENT_CENTER,
@@ -84,7 +86,7 @@ class ThorControllerError(RuntimeError):
 @dataclass
 class ThorSettings:
     """Where the data and the simulator come from (YAML: `--env-config`). Paths follow FLaRe's layout."""
-    task_specs: str = ""  # FLaRe's <TASK_TYPE> directory with train/ and val/ (<house>/hdf5_sensors.hdf5), or its parent
+    task_specs: str = ""  # FLaRe's <TASK_TYPE> dir with train/ and val/ (<house>/hdf5_sensors.hdf5), or its parent
     houses: str = ""  # directory with train.jsonl.gz and val.jsonl.gz (ProcTHOR-Objaverse houses)
     executable: str = ""  # a local Unity build's executable; "" = ai2thor fetches `commit_id` for `platform`
     executable_platform: str = "CloudRendering"  # what the local build is: CloudRendering (no X) | Linux64 (X)
@@ -100,6 +102,11 @@ class ThorSettings:
     randomize_materials: float = TRAIN_MATERIALS_P  # probability per train episode (never on val/test)
     camera_jitter: bool = True  # calibrate_agent's random camera pitch and FOV per house reset
     initialize_args: dict = field(default_factory=dict)  # overrides of UNITY_INITIALIZE_ARGS
+    # Objaverse asset files, <assets_dir>/<id>/<id>.{json,json.gz,msgpack,msgpack.gz} + textures (objathor's
+    # layout; pickles refused): before CreateHouse the assets the build lacks are created from them (thor_assets).
+    # "" = none: the build must already hold every asset a house uses.
+    assets_dir: str = ""
+    assets_link_dir: str = ""  # where asset directories are linked for Unity; "" = <build dir>/processed_models
 
     @classmethod
     def from_yaml(cls, path) -> "ThorSettings":
@@ -302,6 +309,7 @@ class ThorEnv(gym.Env):
             raise T.ThorDataError("AI2-THOR settings need `task_specs` and `houses`. " + T.HOW_TO_GET_SPECS + "; "
                                   + T.HOW_TO_GET_HOUSES)
         self.task, self.settings, self.cameras = task, settings, list(cameras)
+        self.assets = ThorAssetLoader(settings.assets_dir, settings.assets_link_dir) if settings.assets_dir else None
         self._data: dict[str, tuple[list, dict]] = {}
         self.controller = None
         shape = self.cameras[0].input_shape
@@ -331,8 +339,11 @@ class ThorEnv(gym.Env):
     def _start(self):
         from ai2thor.controller import Controller
 
+        cls = asset_hook_controller_class(self.assets) if self.assets is not None else Controller
         try:
-            self.controller = Controller(**controller_kwargs(self.settings))
+            self.controller = cls(**controller_kwargs(self.settings))
+        except ThorAssetError as e:
+            raise ThorControllerError(str(e)) from e
         except (RuntimeError, TimeoutError, OSError) as e:
             raise ThorControllerError(f"AI2-THOR did not start ({type(e).__name__}: {e}); Unity's log is "
                                       "~/.ai2thor/log/unity.log") from e
@@ -368,11 +379,22 @@ class ThorEnv(gym.Env):
             raise ThorControllerError(f"AI2-THOR: {msg['action']} failed: {event.metadata.get('errorMessage')}")
         return event
 
-    def _reset_house(self, house: dict, rng: random.Random):
+    def _reset_house(self, house: dict, rng: random.Random, where: str = ""):
         try:
-            self.controller.reset(scene=prepare_house(house))
+            event = self.controller.reset(scene=prepare_house(house))
+        except ThorAssetError as e:  # the asset loader (before CreateHouse): the build refused an asset action
+            raise ThorControllerError(f"{e} ({where})") from e
+        except T.ThorDataError:  # an asset file missing or refused (thor_assets): nothing was created
+            raise
         except (RuntimeError, TimeoutError, OSError) as e:
             raise self._dead("Reset/Initialize/CreateHouse", e) from e
+        # FLaRe ignores reset's event; a house the build could not create (e.g. an asset it lacks) would leave a
+        # wrong scene, so it is an error here
+        if not event.metadata["lastActionSuccess"]:
+            hint = ("" if self.assets is not None else " If the house uses Objaverse assets the build does not hold, "
+                    "set `assets_dir` to their files (README, AI2-THOR).")
+            raise ThorControllerError(f"AI2-THOR: CreateHouse failed for {where}: "
+                                      f"{event.metadata.get('errorMessage')}.{hint}")
         for msg in calibration_messages(rng, self.settings.camera_jitter):
             self._step(dict(msg, renderImageSynthesis=False), check=True)
         # FLaRe hides the magnetic grasp sphere and empties the object filter after every house reset
@@ -394,7 +416,7 @@ class ThorEnv(gym.Env):
         # FLaRe skips the house reset between nav-only episodes of one house; manipulation moves objects
         key = ("train" if split == "train" else "val", spec.house_index)  # val houses are another file
         if key != self._house_key or self.task in ("pickup", "fetch"):
-            self._reset_house(house, rng)
+            self._reset_house(house, rng, f"house {spec.house_index} of {key[0]}.jsonl.gz")
             self._house_key = key
         p = self.settings.randomize_materials if split == "train" else 0.0
         self._step(dict(action="RandomizeMaterials" if rng.random() < p else "ResetMaterials",
