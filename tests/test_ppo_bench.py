@@ -21,3 +21,13 @@ def test_bench_throughput_json(tmp_path, monkeypatch, capsys):
     floor = last["ours_floor"]
     assert floor["gflop_per_env_step"] > 0
     assert last["ours_steps_per_s"] <= floor["floor_steps_per_s"]  # a floor no real run beats
+
+
+def test_bench_update_profiles_a_chunk(capsys):
+    assert bench.main(["update", "--envs", "1", "--rollout", "8", "--iters", "1", "--no-compile", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["envs"] == 1 and res["rollout"] == 8 and res["eager_ms"] > 0 and "compiled_ms" not in res
+    shares = [r["share"] for r in res["top_ops"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+    assert any(r["op"] in ("aten::mm", "aten::addmm") for r in res["top_ops"])  # the model's GEMMs are profiled
+    assert "flags" in res["cpu"]

@@ -14,6 +14,10 @@
         as compact tile indices) and its arithmetic floor (FLOPs per frame of forward+backward counted on the
         model over the best fp32 GEMM rate); with --amp auto on a CPU with native bf16 also the bf16 autocast
         rate and the loss difference to fp32 on the same batches from the same weights.
+    flare-train bench update [--json] [--envs E] [--rollout T] [--no-compile]
+        where the PPO update's time goes: forward+backward of one `update_chunk` block (E envs x T steps) of
+        one `tiny` copy, timed eager and (unless --no-compile) under torch.compile, with the top operators of
+        a torch.profiler trace by self CPU time.
     flare-train bench env [...]
         mini-CHORES env throughput (flare_training.envs.bench).
 
@@ -355,6 +359,68 @@ def bc(argv) -> int:
     return 0
 
 
+def update(argv) -> int:
+    p = argparse.ArgumentParser(prog="flare-train bench update", description="Profile one PPO update chunk.")
+    p.add_argument("--envs", type=int, default=4, help="envs per chunk (PPO's update_chunk; default 4)")
+    p.add_argument("--rollout", type=int, default=128, help="steps per env (default 128)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--iters", type=int, default=5, help="timed forward+backward passes (default 5)")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object")
+    a = p.parse_args(argv)
+    from torch.profiler import ProfilerActivity, profile
+
+    from flare_policy.cpuinfo import cpu_info, describe
+    from flare_policy.model import PolicyInput, PolicyNet, tiny
+
+    torch.set_num_threads(a.threads)
+    print(describe())
+    torch.manual_seed(0)
+    net = PolicyNet(tiny())
+    B, T, G, L = a.envs, a.rollout, 8, 6
+    inp = PolicyInput(images={net.cfg.cameras[0]: torch.randint(0, 255, (B, T, 56, 56, 3), dtype=torch.uint8)},
+                      text=torch.randn(G, L, net.cfg.text_dim), text_mask=torch.ones(G, L, dtype=torch.bool),
+                      goal_index=torch.randint(0, G, (B, T)), prev_action=torch.randint(0, net.cfg.n_actions, (B, T)),
+                      in_hand=torch.zeros(B, T, dtype=torch.long), step=torch.arange(T).repeat(B, 1) % 50)
+
+    def pass_(f):
+        logits, value, _ = f(inp, window=T + 1)
+        (logits.logsumexp(-1).mean() + value.mean()).backward()
+
+    def timed(f) -> float:
+        for _ in range(2):
+            pass_(f)
+        t = time.perf_counter()
+        for _ in range(a.iters):
+            pass_(f)
+        return (time.perf_counter() - t) / a.iters
+
+    res = {"envs": B, "rollout": T, "threads": a.threads, "cpu": cpu_info(), "eager_ms": 1e3 * timed(net)}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        pass_(net)
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    top = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
+    res["top_ops"] = [{"op": e.key, "share": round(e.self_cpu_time_total / total, 4)} for e in top]
+    print(f"forward+backward of {B} envs x {T} steps, one tiny copy, {a.threads} thread(s): "
+          f"eager {res['eager_ms']:.1f} ms")
+    for r in res["top_ops"]:
+        print(f"  {100 * r['share']:5.1f}%  {r['op']}")
+    if not a.no_compile:
+        t0 = time.time()
+        try:
+            res["compiled_ms"] = 1e3 * timed(torch.compile(net, dynamic=False))
+            res["compile_s"] = round(time.time() - t0, 1)
+            res["compile_speedup"] = round(res["eager_ms"] / res["compiled_ms"], 3)
+            print(f"torch.compile: {res['compiled_ms']:.1f} ms ({res['compile_speedup']:.2f}x eager; "
+                  f"{res['compile_s']} s to compile and warm up)")
+        except Exception as e:  # noqa: BLE001 - report whatever the compiler stack says
+            res["compile_error"] = f"{type(e).__name__}: {e}"[:300]
+            print(f"torch.compile failed: {res['compile_error']}")
+    if a.json:
+        print(json.dumps(res))
+    return 0
+
+
 def env(argv) -> int:
     try:
         mod = importlib.import_module("flare_training.envs.bench")
@@ -369,6 +435,7 @@ def env(argv) -> int:
 
 BENCHES = {"throughput": (throughput, "PPO env-steps/s incl. updates: ours vs Stable-Baselines3"),
            "bc": (bc, "behaviour-cloning frames/s (data path included) vs its arithmetic floor"),
+           "update": (update, "where a PPO update chunk's time goes (profile; eager vs torch.compile)"),
            "env": (env, "mini-CHORES environment throughput")}
 
 
