@@ -155,17 +155,21 @@ def test_invalid_frames_never_acted_on(live):
            make_image(encoding="rgba8"), make_image(h=56, w=56, data=b"\x00" * 100),  # truncated
            make_image(h=56, w=56, step=100), make_image(h=0, w=0, data=b""), make_image(h=4, w=4),
            make_image(stamp=0.0), make_image(encoding="")]
-    for _ in range(5):
+    # Best-effort depth-1 camera QoS lets a busy node see only some of these; keep sending until it has
+    # rejected at least one, then check nothing was acted on.
+    end = time.monotonic() + 15.0
+    while "rejected frame" not in proc.output() and time.monotonic() < end:
         for m in bad:
             h.publish_frame(msg=m)
             time.sleep(0.005)
+        time.sleep(0.1)
+    assert "rejected frame" in proc.output(), "no invalid frame was reported as rejected"
     time.sleep(0.5)
     assert h.episode_commands(ep) == [], "acted on an invalid frame"
     _alive(proc)
     # valid frames again: the node must still work
     assert h.publish_frames_until(lambda: len(h.episode_commands(ep)) >= 1, 15.0)
     assert len(h.episode_commands(ep)) == 1
-    assert "rejected frame" in proc.output()
     assert h.wait(lambda: any(int(dict((kv.key, kv.value) for kv in s.values).get("invalid", 0)) > 0
                               for m in h.diagnostics for s in m.status), 15.0), "diagnostics miss invalid frames"
 
