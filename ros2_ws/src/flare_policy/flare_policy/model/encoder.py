@@ -73,6 +73,8 @@ class GoalEncoder(nn.Module):
         self.fusion_token = nn.Parameter(0.1 * torch.rand(d))
         for cam in cfg.cameras:
             setattr(self, f"visual_sensor_token_{cam}", nn.Parameter(0.1 * torch.rand(d)))
+            if cfg.visual_pos_embed:
+                setattr(self, f"visual_pos_embed_{cam}", nn.Parameter(0.02 * torch.randn(cfg.tokens_per_camera, d)))
         self.text_adapter = _adapter(cfg.text_dim, d)
         if cfg.vision == "cnn":  # trainable pixels -> (visual_dim, H/p, W/p) token grid
             c = cfg.visual_dim
@@ -90,7 +92,8 @@ class GoalEncoder(nn.Module):
         if tuple(x.shape[-2:]) != tuple(self.cfg.visual_grid):
             x = F.adaptive_avg_pool2d(x, self.cfg.visual_grid)
         x = self.visual_compressor(x.float()).flatten(2).transpose(1, 2)  # (N, h*w, d), row-major
-        return self.visual_adapter(x) + getattr(self, f"visual_sensor_token_{cam}")
+        x = self.visual_adapter(x) + getattr(self, f"visual_sensor_token_{cam}")
+        return x + getattr(self, f"visual_pos_embed_{cam}") if self.cfg.visual_pos_embed else x
 
     def forward(self, images: dict[str, torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor,
                 goal_index: torch.Tensor) -> torch.Tensor:
