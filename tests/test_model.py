@@ -201,3 +201,16 @@ def test_visual_tokens_know_their_position_only_with_position_embeddings(pos):
         assert diff > 1e-4, f"position embeddings did not make the swap visible ({diff})"
     else:
         assert diff < 1e-6, f"expected a permutation-invariant bag of tokens, got a difference of {diff}"
+
+
+def test_goal_film_starts_as_identity_and_trains():
+    """FiLM of the visual tokens by the goal is zero-initialised: a fresh model computes exactly what the same
+    weights without FiLM compute, and the FiLM layer receives gradient from the first step."""
+    torch.manual_seed(0)
+    film = PolicyNet(tiny(visual_goal_film=True)).eval()
+    plain = PolicyNet(tiny(visual_goal_film=False)).eval()
+    plain.load_state_dict({k: v for k, v in film.state_dict().items() if "goal_film" not in k})
+    inp = make_inputs(film.cfg, episode_steps(12)[:, :12])
+    torch.testing.assert_close(film(inp)[0], plain(inp)[0], rtol=0, atol=1e-6)
+    film(inp)[0].logsumexp(-1).sum().backward()
+    assert film.visual_encoder.goal_film.weight.grad.abs().sum() > 0

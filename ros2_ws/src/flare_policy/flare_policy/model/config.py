@@ -17,10 +17,14 @@ class PolicyConfig:
     visual_grid: tuple[int, int] = (7, 12)  # token grid per camera (FLaRe: 84 tokens)
     image_size: tuple[int, int] = (224, 384)  # (H, W) of the frame the provider sees
     cnn_patch: int = 8  # cnn only: stride of the patchify conv (MiniGrid tile size)
-    # A learned embedding per token-grid position, added to each camera's tokens. The fusion transformer is
-    # otherwise blind to where a token sits in the frame: DINOv2 features carry their own position, a small
-    # CNN's do not (beyond its receptive field), so the cnn policy needs it to tell left from right.
+    # A learned embedding per token-grid position, added to each camera's tokens. DINOv2 features carry their
+    # own position; a small CNN's tokens know only their 3x3 neighbourhood (the agent's cell among them). Off in
+    # `tiny`: PickUp BC with FiLM, 1,000 steps, reached 26.5% with it and 52.5% without.
     visual_pos_embed: bool = False
+    # FiLM of the visual tokens by the pooled goal (BabyAI's conditioning): each token is scaled and shifted by
+    # the goal before fusion, so "is this cell the red ball?" is one layer's work instead of two attention hops.
+    # Zero-initialised (starts as the identity). Off in FLaRe's shapes.
+    visual_goal_film: bool = False
     text_dim: int = 512  # T5-small 512, MiniLM 384
     fusion_layers: int = 3
     fusion_heads: int = 8
@@ -84,7 +88,7 @@ def tiny(**overrides) -> PolicyConfig:
         n_actions=8, d_model=128, cameras=("raw_navigation_camera",), vision="cnn", visual_dim=64,
         visual_grid=(7, 7), image_size=(56, 56), cnn_patch=8, text_dim=384, fusion_layers=2, fusion_heads=4,
         fusion_ff=256, decoder_layers=2, decoder_heads=4, decoder_ff_multiple_of=64, dropout=0.0,
-        visual_pos_embed=True,
+        visual_goal_film=True,
     )
     base.update(overrides)
     return PolicyConfig(**base).validate()

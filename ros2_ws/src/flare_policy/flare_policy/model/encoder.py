@@ -83,6 +83,10 @@ class GoalEncoder(nn.Module):
                 nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
         self.visual_compressor = nn.Sequential(nn.Conv2d(cfg.visual_dim, d, 1), nn.ReLU(), nn.Conv2d(d, d, 1), nn.ReLU())
         self.visual_adapter = _adapter(d, d)
+        if cfg.visual_goal_film:
+            self.goal_film = nn.Linear(d, 2 * d)
+            nn.init.zeros_(self.goal_film.weight)
+            nn.init.zeros_(self.goal_film.bias)
         self.fusion_xformer = FusionEncoder(cfg)
 
     def camera_tokens(self, cam: str, x: torch.Tensor) -> torch.Tensor:
@@ -104,6 +108,10 @@ class GoalEncoder(nn.Module):
         # the adapter runs on the bank rows in use only (a BC or PPO bank holds hundreds of goals, a batch few)
         rows, inverse = torch.unique(goal_index, return_inverse=True)
         txt = self.text_adapter(text[rows])[inverse]  # (N, L, d)
+        if self.cfg.visual_goal_film:
+            m = text_mask[goal_index].unsqueeze(-1).to(txt.dtype)  # (N, L, 1)
+            gamma, beta = self.goal_film((txt * m).sum(1) / m.sum(1).clamp(min=1)).unsqueeze(1).chunk(2, -1)
+            cams = [c * (1 + gamma) + beta for c in cams]  # (N, h*w, d) each
         cls = self.fusion_token.expand(N, 1, -1)
         x = torch.cat([cls, *cams, txt], dim=1)
         n_vis = 1 + sum(c.shape[1] for c in cams)
