@@ -107,10 +107,12 @@ class GoalEncoder(nn.Module):
         cams = [self.camera_tokens(cam, images[cam]) for cam in self.cfg.cameras]
         # the adapter runs on the bank rows in use only (a BC or PPO bank holds hundreds of goals, a batch few)
         rows, inverse = torch.unique(goal_index, return_inverse=True)
-        txt = self.text_adapter(text[rows])[inverse]  # (N, L, d)
-        if self.cfg.visual_goal_film:
-            m = text_mask[goal_index].unsqueeze(-1).to(txt.dtype)  # (N, L, 1)
-            gamma, beta = self.goal_film((txt * m).sum(1) / m.sum(1).clamp(min=1)).unsqueeze(1).chunk(2, -1)
+        txt_rows = self.text_adapter(text[rows])  # (G', L, d)
+        txt = txt_rows[inverse]  # (N, L, d)
+        if self.cfg.visual_goal_film:  # pooled per bank row in use, like the adapter
+            m = text_mask[rows].unsqueeze(-1).to(txt_rows.dtype)  # (G', L, 1)
+            film = self.goal_film((txt_rows * m).sum(1) / m.sum(1).clamp(min=1))[inverse]  # (N, 2d)
+            gamma, beta = film.unsqueeze(1).chunk(2, -1)
             cams = [c * (1 + gamma) + beta for c in cams]  # (N, h*w, d) each
         cls = self.fusion_token.expand(N, 1, -1)
         x = torch.cat([cls, *cams, txt], dim=1)
