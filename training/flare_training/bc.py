@@ -33,6 +33,11 @@ from .configfile import dataclass_from_yaml
 @dataclass
 class BCConfig:
     data: list[str] = field(default_factory=lambda: ["data/demos"])  # demo dataset directories
+    # fraction of the windows drawn from each `data` directory (empty: every shard equally likely)
+    data_mix: list[float] = field(default_factory=list)
+    # start from this bundle's weights and model config (`preset` and `model` are then ignored), e.g. to
+    # continue a BC policy on aggregated `flare-train dagger` data; empty: a fresh model
+    init: str = ""
     out: str = "runs/bc/bundle"  # policy bundle written at the end (and at each checkpoint)
     logdir: str = "runs/bc"  # TensorBoard logs + checkpoint.pt
     preset: str = "tiny"
@@ -58,17 +63,32 @@ class BCConfig:
         return dataclass_from_yaml(cls, path, "BC options")
 
 
-def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.random.Generator) -> dict:
+def shard_probabilities(dataset, mix: list[float]) -> np.ndarray:
+    """Per-shard sampling probabilities giving data directory k the fraction mix[k] of the windows."""
+    if len(mix) != len(dataset.sources) or any(w < 0 for w in mix) or sum(mix) <= 0:
+        raise ValueError(f"data_mix needs one non-negative weight per data directory ({len(dataset.sources)}), "
+                         f"got {mix}")
+    src = np.asarray(dataset.shard_source)
+    counts = np.bincount(src, minlength=len(mix))
+    if any(c == 0 and w > 0 for c, w in zip(counts, mix)):
+        raise ValueError(f"data_mix gives weight to a data directory without shards: {dataset.sources}")
+    p = np.asarray(mix, np.float64)[src] / np.maximum(counts[src], 1)
+    return p / p.sum()
+
+
+def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.random.Generator,
+                 shard_p: np.ndarray | None = None) -> dict:
     """Windows of `window` consecutive steps of a shard's concatenated episodes: a window may span several
     episodes (the decoder's episode-aware mask keeps them apart, so no step is wasted on padding). The
     previous-action input is n_actions at an episode's first step. Only a shard shorter than the window is
-    padded (`valid` False, excluded from the loss)."""
+    padded (`valid` False, excluded from the loss). Shards are drawn uniformly, or with probabilities
+    `shard_p` (see `shard_probabilities`)."""
     out = {k: np.zeros((batch, window) + ((56, 56, 3) if k == "rgb" else ()), np.uint8 if k == "rgb" else np.int64)
            for k in ("rgb", "action", "prev", "in_hand", "step", "goal_row")}
     out["valid"] = np.zeros((batch, window), bool)
     goals = []
     for b in range(batch):
-        sid = int(rng.integers(len(dataset.shards)))
+        sid = int(rng.integers(len(dataset.shards)) if shard_p is None else rng.choice(len(shard_p), p=shard_p))
         z, offs = dataset.shard_arrays(sid), dataset.shard_offsets(sid)
         n = len(z["action"])
         a = int(rng.integers(0, max(1, n - window + 1)))
@@ -80,8 +100,12 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
             out[k][b, m:] = z[k][a + m - 1]
         out["step"][b, m:] += np.arange(1, window - m + 1)  # padding never looks like an episode start
         out["valid"][b, :m] = True
-        out["prev"][b, 1:] = out["action"][b, :-1]
-        out["prev"][b, 0] = z["action"][a - 1] if a > 0 else n_actions
+        # the previous-action input is what was executed: the label itself in expert demos, the learner's own
+        # action in `flare-train dagger` data
+        done = z.get("executed", z["action"])
+        out["prev"][b, 1:m] = done[a:a + m - 1]
+        out["prev"][b, m:] = done[a + m - 1]
+        out["prev"][b, 0] = done[a - 1] if a > 0 else n_actions
         out["prev"][b][out["step"][b] == 0] = n_actions
         episode = np.searchsorted(offs, np.arange(a, a + m), side="right") - 1  # local episode ids
         episode = np.r_[episode, np.full(window - m, episode[-1])]
@@ -119,8 +143,17 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     emb = get_embodiment(cfg.embodiment)
-    model_cfg = PRESETS[cfg.preset](**{"n_actions": len(emb.actions), **cfg.model})
-    model = PolicyNet(model_cfg)
+    if cfg.init:
+        from flare_policy.bundle import load_bundle
+
+        init = load_bundle(cfg.init)
+        if init.embodiment.name != cfg.embodiment:
+            sys.exit(f"flare-train bc: init bundle {cfg.init} is for {init.embodiment.name!r}, not {cfg.embodiment!r}")
+        model = init.model.float()
+        model_cfg = model.cfg
+    else:
+        model_cfg = PRESETS[cfg.preset](**{"n_actions": len(emb.actions), **cfg.model})
+        model = PolicyNet(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 *
                                               (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
@@ -144,6 +177,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
 
     dataset = DemoDataset(cfg.data, cache_shards=cfg.cache_shards)
     dataset.preload(progress=True)
+    shard_p = shard_probabilities(dataset, cfg.data_mix) if cfg.data_mix else None
     print(f"demo frames in memory: {dataset.memory_bytes() / 2**20:.0f} MiB for {dataset.num_steps:,} steps")
     bank = GoalBank(TextEncoder("minilm"))
     t_text = time.time()
@@ -166,7 +200,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     model.train()
     t0, bar = time.time(), tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="bc", unit="step")
     for step in bar:
-        batch = sample_batch(dataset, cfg.batch_size, cfg.window, model_cfg.n_actions, rng)
+        batch = sample_batch(dataset, cfg.batch_size, cfg.window, model_cfg.n_actions, rng, shard_p)
         loss, acc = bc_loss(model, batch, bank, bf16)
         if not torch.isfinite(loss):
             sys.exit(f"flare-train bc: non-finite loss at step {step}; last good checkpoint kept at {ckpt_path}")

@@ -6,6 +6,7 @@ import sys
 
 SUBCOMMANDS = {
     "demos": ("flare_training.demos", "generate expert demonstrations for a mini-CHORES task"),
+    "dagger": ("flare_training.dagger", "the learner drives, the expert labels (DAgger) -> demos for BC"),
     "bc": ("flare_training.bc", "behaviour cloning (SPOC-style imitation) -> policy bundle"),
     "ppo": ("flare_training.ppo", "FLaRe PPO fine-tuning of a bundle"),
     "eval": ("flare_training.evaluate", "evaluate a bundle: Success, SEL, episode length, %Rooms"),

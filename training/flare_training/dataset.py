@@ -81,7 +81,10 @@ class DemoDataset:
         ep_shard, ep_local, ep_len, ep_task, ep_goal, ep_exp, ep_seed = [], [], [], [], [], [], []
         self._offsets: list[np.ndarray] = []
         self.params = None
+        self.sources: list[str] = []  # the directories, in order
+        self.shard_source: list[int] = []  # index into `sources` of each shard
         for d in dirs:
+            self.sources.append(str(d))
             path = os.path.join(d, INDEX)
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path} not found (not a `flare-train demos` directory)")
@@ -100,6 +103,7 @@ class DemoDataset:
                     sid = len(self.shards)
                     fpath = os.path.join(d, sh["file"])
                     self.shards.append(fpath)
+                    self.shard_source.append(len(self.sources) - 1)
                     with np.load(fpath, allow_pickle=False) as z:
                         offs = z["ep_offsets"]
                         goals = z["goal"]
@@ -146,7 +150,7 @@ class DemoDataset:
             self._cache.move_to_end(sid)
             return z
         with np.load(self.shards[sid], allow_pickle=False) as f:
-            z = {k: f[k] for k in ("rgb", "action", "in_hand", "step")}
+            z = {k: f[k] for k in ("rgb", "action", "in_hand", "step", "executed") if k in f.files}
         tiles = self.codec.encode(z["rgb"]) if self.codec is not None else None
         if tiles is not None:
             z["tiles"] = tiles
