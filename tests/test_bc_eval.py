@@ -106,6 +106,11 @@ def test_eval_is_deterministic_and_reports_metrics(tmp_path):
     assert s["success"]["n"] == 6 and 0 <= s["success"]["mean"] <= 1
     assert all(r["length"] >= 1 and r["expert_length"] > 0 for r in s["per_episode"])
     assert len({r["seed"] for r in s["per_episode"]}) == 6
+    # outcomes: a step-limit episode ran 64 steps (pickup's limit), an `end` judged a failure fewer
+    assert sum(s["outcomes"].values()) == 6 and s["outcomes"]["success"] == round(6 * s["success"]["mean"])
+    for r in s["per_episode"]:
+        assert (r["outcome"] == "success") == r["success"]
+        assert (r["outcome"] == "timeout") <= (r["length"] == 64) and (r["length"] < 64) <= (r["outcome"] != "timeout")
     assert list((tmp_path / "v").glob("pickup_000_*.gif"))
     json.dumps({k: v for k, v in s.items() if k != "per_episode"})
 

@@ -145,6 +145,8 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
             if term or trunc:
                 r = results[i]
                 r["success"] = bool(info.get("success", False))
+                # how it ended: success, an `end` judged a failure, or the step limit
+                r["outcome"] = "success" if r["success"] else ("wrong_end" if term else "timeout")
                 r["pct_rooms"] = info.get("pct_rooms")
                 exp_len = r["info"].get("expert_length")
                 r["expert_length"] = int(exp_len if exp_len is not None
@@ -167,6 +169,7 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
         "success": wilson_ci(int(sum(succ)), len(succ)),
         "sel": mean_ci([r["sel"] or 0.0 for r in results]),  # FLaRe logs an undefined SEL as 0
         "episode_length": mean_ci([r["length"] for r in results]),
+        "outcomes": {k: sum(r["outcome"] == k for r in results) for k in ("success", "wrong_end", "timeout")},
     }
     if results and results[0].get("pct_rooms") is not None:
         summary["pct_rooms"] = mean_ci([r["pct_rooms"] for r in results])
