@@ -214,3 +214,34 @@ def test_goal_film_starts_as_identity_and_trains():
     torch.testing.assert_close(film(inp)[0], plain(inp)[0], rtol=0, atol=1e-6)
     film(inp)[0].logsumexp(-1).sum().backward()
     assert film.visual_encoder.goal_film.weight.grad.abs().sum() > 0
+
+
+def test_cnn_pixel_norm_standardises_frames_and_kaiming_init_keeps_units_alive():
+    """cnn_pixel_norm: the CNN sees (pixel/255 - mean) / std; cnn_kaiming_init: zero biases, and on frames a
+    default-initialised CNN leaves mostly dark, far fewer units are off on every frame."""
+    torch.manual_seed(0)
+    fixed = PolicyNet(tiny(cnn_pixel_norm=(0.2, 0.25), cnn_kaiming_init=True)).visual_encoder
+    frames = torch.zeros(16, 56, 56, 3, dtype=torch.uint8)
+    frames[:, 8:48:8] = torch.randint(0, 255, (16, 5, 56, 3), dtype=torch.uint8)  # sparse bright rows
+    tokens = fixed.camera_tokens("raw_navigation_camera", frames)
+    x = (frames.permute(0, 3, 1, 2).float() / 255.0 - 0.2) / 0.25
+    h = fixed.visual_compressor(fixed.visual_backbone(x))
+    want = fixed.visual_adapter(h.flatten(2).transpose(1, 2)) + fixed.visual_sensor_token_raw_navigation_camera
+    torch.testing.assert_close(tokens, want)
+    assert all((m.bias == 0).all() for m in [*fixed.visual_backbone, *fixed.visual_compressor]
+               if isinstance(m, nn.Conv2d))
+
+    def dead(enc, frames, norm):
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        if norm:
+            x = (x - 0.2) / 0.25
+        h = enc.visual_compressor(enc.visual_backbone(x))
+        return (h.amax((0, 2, 3)) <= 0).float().mean().item()
+
+    torch.manual_seed(0)
+    default = PolicyNet(tiny()).visual_encoder
+    assert dead(fixed, frames, True) < dead(default, frames, False)
+    with pytest.raises(ValueError, match="cnn_pixel_norm"):
+        tiny(cnn_pixel_norm=(0.2,))
+    with pytest.raises(ValueError, match="cnn_pixel_norm"):
+        tiny(cnn_pixel_norm=(0.2, 0.0))

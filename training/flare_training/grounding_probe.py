@@ -11,8 +11,8 @@ policy's encoder does not.
 
 --readout: fusion = GoalEncoder output (CLS of the fusion transformer); front = the front cell's visual token
 (backbone, compressor, adapter) concatenated with the pooled goal; backbone = the CNN backbone's front cell.
---fix-cnn: standardise the input pixels and use Kaiming-normal weights with zero biases in the CNN and the
-compressor (PyTorch's default init leaves ~45% of those units dead on every frame and the image-dependent part
+--fix-cnn: the model options `cnn_pixel_norm` (the training frames' pixel mean and std) and `cnn_kaiming_init`
+(Kaiming-normal weights, zero biases in the CNN and the compressor) (PyTorch's default init leaves ~45% of those units dead on every frame and the image-dependent part
 of a token at ~3% of its size).
 """
 from __future__ import annotations
@@ -68,21 +68,15 @@ def collect(env, seeds):
     return np.stack(frames), goals, np.asarray(labels)
 
 
-class Standardize(nn.Module):
-    def __init__(self, mean: float, std: float):
-        super().__init__()
-        self.mean, self.std = mean, std
-
-    def forward(self, x):
-        return (x - self.mean) / self.std
-
-
 @torch.no_grad()
 def init_stats(enc, X, goal_index, text, mask, front: int) -> None:
     """How much of each stage's output depends on the frame, how many units are off on every frame, and how
     peaked the CLS attention of the first fusion layer is."""
     x = torch.as_tensor(X)
-    h = enc.visual_backbone(x.permute(0, 3, 1, 2).float() / 255.0)
+    h = x.permute(0, 3, 1, 2).float() / 255.0
+    if enc.cfg.cnn_pixel_norm:
+        h = (h - enc.cfg.cnn_pixel_norm[0]) / enc.cfg.cnn_pixel_norm[1]
+    h = enc.visual_backbone(h)
     stages = [("backbone", h)]
     for i, layer in enumerate(enc.visual_compressor):
         h = layer(h)
@@ -136,16 +130,11 @@ def main(argv=None) -> int:
     Xtr, Gtr, Ytr = collect(env, range(a.train_seeds))
     Xva, Gva, Yva = collect(env, range(10**9, 10**9 + 300))
     print(f"frames: {len(Ytr)} train, {len(Yva)} val, {Ytr.mean():.3f} positive ({time.time() - t0:.0f} s)")
-    enc = PolicyNet(tiny(visual_goal_film=bool(a.film), visual_pos_embed=bool(a.pos_embed))).visual_encoder
+    fix = dict(cnn_pixel_norm=(float(Xtr.mean() / 255), float(Xtr.std() / 255)), cnn_kaiming_init=True) if a.fix_cnn else {}
+    enc = PolicyNet(tiny(visual_goal_film=bool(a.film), visual_pos_embed=bool(a.pos_embed), **fix)).visual_encoder
     if a.pos_embed:
         with torch.no_grad():
             enc.visual_pos_embed_raw_navigation_camera.normal_(0.0, a.pos_scale)
-    if a.fix_cnn:
-        enc.visual_backbone.insert(0, Standardize(float(Xtr.mean() / 255), float(Xtr.std() / 255)))
-        for m in [*enc.visual_backbone, *enc.visual_compressor]:
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                nn.init.zeros_(m.bias)
     bank = GoalBank(OneHotGoals() if a.text == "onehot" else TextEncoder("minilm"))
     bank.text_encoder.prefetch(Gtr + Gva)
     bank.index(sorted(set(Gtr + Gva)))
@@ -161,13 +150,19 @@ def main(argv=None) -> int:
             return head(enc({"raw_navigation_camera": x}, text, mask, gi)).squeeze(-1)
         goal = enc.text_adapter(text[gi]).mean(1)
         if a.readout == "backbone":
-            v = F.pad(enc.visual_backbone(x.permute(0, 3, 1, 2).float() / 255.0)[:, :, 5, 3], (0, d - enc.cfg.visual_dim))
+            v = enc.visual_backbone(x.permute(0, 3, 1, 2).float() / 255.0)[:, :, 5, 3]  # (default pixels)
+            v = F.pad(v, (0, d - enc.cfg.visual_dim))
         else:
             v = enc.camera_tokens("raw_navigation_camera", x)[:, front]
         return head(torch.cat([v, goal], -1)).squeeze(-1)
 
     if a.stats:
         init_stats(enc, Xva[:256], bank.index(Gva[:256]), text, mask, front)
+        if a.text == "minilm":  # how much of a goal's features is its colour
+            red, blue = (bank.text_encoder.encode(f"find the {c} ball") for c in ("red", "blue"))
+            cos = lambda u, v: float(F.cosine_similarity(u, v, 0))  # noqa: E731
+            print(f"  MiniLM 'find the red ball' vs 'find the blue ball': mean-pooled cosine {cos(red.mean(0), blue.mean(0)):.3f},"
+                  f" colour tokens {cos(red[3], blue[3]):.3f}")
     params = list(enc.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=a.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))

@@ -25,6 +25,12 @@ class PolicyConfig:
     # the goal before fusion, so "is this cell the red ball?" is one layer's work instead of two attention hops.
     # Zero-initialised (starts as the identity). Off in FLaRe's shapes.
     visual_goal_film: bool = False
+    # cnn only: (mean, std) of pixel/255 to standardise the frames with (empty: pixel/255 as is), and Kaiming-normal
+    # init with zero biases for the CNN and the compressor. With PyTorch's default init and raw [0, 1] MiniGrid
+    # pixels 30-44% of those units are off on every frame and a token barely depends on the image; the fusion
+    # readout then never learns which object is in front (results/policies/bc_architecture.md, grounding probe).
+    cnn_pixel_norm: tuple[float, ...] = ()
+    cnn_kaiming_init: bool = False
     text_dim: int = 512  # T5-small 512, MiniLM 384
     fusion_layers: int = 3
     fusion_heads: int = 8
@@ -57,6 +63,8 @@ class PolicyConfig:
             raise ValueError("at least one camera is required")
         if self.n_actions < 1:
             raise ValueError("n_actions must be >= 1")
+        if self.cnn_pixel_norm and (len(self.cnn_pixel_norm) != 2 or not self.cnn_pixel_norm[1] > 0):
+            raise ValueError(f"cnn_pixel_norm must be (mean, std) with std > 0, got {self.cnn_pixel_norm}")
         if self.vision == "cnn":
             h, w = self.image_size
             if h % self.cnn_patch or w % self.cnn_patch:

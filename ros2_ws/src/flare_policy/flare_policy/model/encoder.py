@@ -82,6 +82,11 @@ class GoalEncoder(nn.Module):
                 nn.Conv2d(3, c, cfg.cnn_patch, stride=cfg.cnn_patch), nn.ReLU(),
                 nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
         self.visual_compressor = nn.Sequential(nn.Conv2d(cfg.visual_dim, d, 1), nn.ReLU(), nn.Conv2d(d, d, 1), nn.ReLU())
+        if cfg.vision == "cnn" and cfg.cnn_kaiming_init:
+            for m in [*self.visual_backbone, *self.visual_compressor]:
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                    nn.init.zeros_(m.bias)
         self.visual_adapter = _adapter(d, d)
         if cfg.visual_goal_film:
             self.goal_film = nn.Linear(d, 2 * d)
@@ -92,7 +97,11 @@ class GoalEncoder(nn.Module):
     def camera_tokens(self, cam: str, x: torch.Tensor) -> torch.Tensor:
         """x: cnn: uint8 frames (N, H, W, 3); dinov2: features (N, C, h, w). Returns (N, h*w, d)."""
         if self.cfg.vision == "cnn":
-            x = self.visual_backbone(x.permute(0, 3, 1, 2).float() / 255.0)
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+            if self.cfg.cnn_pixel_norm:
+                mean, std = self.cfg.cnn_pixel_norm
+                x = (x - mean) / std
+            x = self.visual_backbone(x)
         if tuple(x.shape[-2:]) != tuple(self.cfg.visual_grid):
             x = F.adaptive_avg_pool2d(x, self.cfg.visual_grid)
         x = self.visual_compressor(x.float()).flatten(2).transpose(1, 2)  # (N, h*w, d), row-major
