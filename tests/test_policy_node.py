@@ -165,11 +165,17 @@ def test_invalid_frames_never_acted_on(live):
         time.sleep(0.1)
     assert "rejected frame" in proc.output(), "no invalid frame was reported as rejected"
     time.sleep(0.5)
-    assert h.episode_commands(ep) == [], "acted on an invalid frame"
+    assert _motions(h, ep) == 0, f"acted on an invalid frame: {h.episode_commands(ep)}"
     _alive(proc)
+    if h.episode_commands(ep):
+        # Invalid frames are no fresh frames: when the rejection took longer than frame_timeout_s to show (a
+        # loaded runner), the episode rightly ended in camera_timeout with its closing `stop`.
+        out = h.outcome_of(ep)
+        assert out is not None and out["outcome"] == "camera_timeout", out
+        ep = h.start_episode("search for the red box")
     # valid frames again: the node must still work
-    assert h.publish_frames_until(lambda: len(h.episode_commands(ep)) >= 1, 15.0)
-    assert len(h.episode_commands(ep)) == 1
+    assert h.publish_frames_until(lambda: _motions(h, ep) >= 1, 15.0)
+    assert _motions(h, ep) == 1
     assert h.wait(lambda: any(int(dict((kv.key, kv.value) for kv in s.values).get("invalid", 0)) > 0
                               for m in h.diagnostics for s in m.status), 15.0), "diagnostics miss invalid frames"
 
