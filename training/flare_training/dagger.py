@@ -34,9 +34,9 @@ import time
 import numpy as np
 import torch
 
-from .demos import FORMAT, INDEX, plan_shards, read_shard_meta, resolve_tasks, write_index
+from .demos import FORMAT, open_output, resolve_tasks, write_index
+from .expert import LEFT, MOVE, RIGHT, TOGGLE
 
-MOVE, LEFT, RIGHT, PICKUP, DROP, TOGGLE, END, SUB_DONE = range(8)
 LEARNER_MAY_EXECUTE = frozenset((MOVE, LEFT, RIGHT, TOGGLE))
 
 
@@ -88,13 +88,14 @@ class _Slot:
 
 
 @torch.inference_mode()
-def collect_shard(bundle, task: str, job: dict, params: dict, args, bank, progress=None) -> dict:
+def collect_shard(bundle, job: dict, params: dict, args, bank, progress=None) -> dict:
     """Run the learner on seeds job['seed_start']... until job['episodes'] episodes are recorded; write the
     shard atomically and return its metadata."""
     from .agent import make_input
     from .envs import make_env
     from .expert import ExpertTimeout, watchdog
 
+    task = job["task"]
     model = bundle.model.eval()
     mask = bundle.action_mask()
     n_envs = max(1, min(args.envs, job["episodes"]))
@@ -211,30 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(split="train", seed_offset=args.seed_offset, shard_size=args.shard_size, embodiment="sim",
                   render_tile=8, stride=2, dagger=dict(bundle=str(args.bundle), beta=args.beta, greedy=args.greedy,
                                                        kv_window=args.kv_window))
-    os.makedirs(args.out, exist_ok=True)
-    old = os.path.join(args.out, INDEX)
-    prev_tasks = {}
-    if os.path.exists(old):
-        with open(old) as f:
-            prev = json.load(f)
-        if prev.get("params") != params:
-            raise SystemExit(f"flare-train dagger: {args.out} holds data made with other parameters "
-                             f"{prev.get('params')}; use another --out or the same options")
-        prev_tasks = {t: v["target_episodes"] for t, v in prev.get("tasks", {}).items()}
-    for name in os.listdir(args.out):
-        if ".tmp-" in name:
-            os.remove(os.path.join(args.out, name))
-    targets = dict(prev_tasks, **{t: args.episodes for t in tasks})
-    metas, jobs = {}, []
-    for task, n in targets.items():
-        for job in plan_shards(task, n, params):
-            meta = read_shard_meta(os.path.join(args.out, job["file"]))
-            if meta is not None and meta.get("dagger") == params["dagger"] \
-                    and meta.get("episodes") == job["episodes"] and meta.get("seed_start") == job["seed_start"]:
-                metas[job["file"]] = meta
-            elif task in tasks:
-                jobs.append((task, job))
-    write_index(args.out, targets, params, metas)
+    targets, metas, jobs = open_output(args.out, params, {t: args.episodes for t in tasks}, "flare-train dagger")
     bank = GoalBank(TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path")))
     total = args.episodes * len(tasks)
     done_eps = sum(m["episodes"] for m in metas.values() if m["task"] in tasks)
@@ -244,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                mininterval=0.5 if sys.stderr.isatty() else 10.0)
     t0 = time.time()
     try:
-        for task, job in jobs:
-            meta = collect_shard(bundle, task, job, params, args, bank, progress=bar.update)
+        for job in jobs:
+            meta = collect_shard(bundle, job, params, args, bank, progress=bar.update)
             metas[job["file"]] = meta
             write_index(args.out, targets, params, metas)
     except KeyboardInterrupt:

@@ -200,6 +200,37 @@ def write_index(out: str, targets: dict, params: dict, metas: dict) -> dict:
     return index
 
 
+def open_output(out: str, params: dict, wanted: dict, prog: str) -> tuple[dict, dict, list]:
+    """Create `out`, or reopen it to resume: a directory made with other parameters is refused, an interrupted
+    run's temp files are removed, tasks generated there earlier stay in the index. wanted: episodes per task
+    to have. Returns (targets per task, metadata of the complete shards by file, jobs still to run) and
+    writes the index."""
+    os.makedirs(out, exist_ok=True)
+    old = os.path.join(out, INDEX)
+    targets = {}
+    if os.path.exists(old):
+        with open(old) as f:
+            prev = json.load(f)
+        if prev.get("params") != params:
+            raise SystemExit(f"{prog}: {out} holds data made with other parameters "
+                             f"{prev.get('params')}; use another --out or the same options")
+        targets = {t: v["target_episodes"] for t, v in prev.get("tasks", {}).items()}
+    for name in os.listdir(out):  # leftovers of an interrupted run
+        if ".tmp-" in name:
+            os.remove(os.path.join(out, name))
+    targets.update(wanted)
+    metas, jobs = {}, []
+    for task, n in targets.items():
+        for job in plan_shards(task, n, params):
+            meta = _shard_done(out, job, params)
+            if meta is not None:
+                metas[job["file"]] = meta
+            elif task in wanted:
+                jobs.append(job)
+    write_index(out, targets, params, metas)
+    return targets, metas, jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.episodes < 1 or args.shard_size < 1 or args.workers < 1:
@@ -211,34 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise SystemExit(f"flare-train demos: sim_locobot cannot do {bad}")
     out = args.out
-    os.makedirs(out, exist_ok=True)
     params = _params(args)
-    old = os.path.join(out, INDEX)
-    if os.path.exists(old):
-        with open(old) as f:
-            prev = json.load(f)
-        if prev.get("params") != params:
-            raise SystemExit(f"flare-train demos: {out} holds demos made with other parameters "
-                             f"{prev.get('params')}; use another --out or the same options")
-    for name in os.listdir(out):  # leftovers of an interrupted run
-        if ".tmp-" in name:
-            os.remove(os.path.join(out, name))
-
-    jobs, metas = [], {}
-    targets = {}
-    if os.path.exists(old):  # keep tasks generated earlier in this directory in the index
-        targets = {t: v["target_episodes"] for t, v in prev.get("tasks", {}).items()}
-    targets.update({t: args.episodes for t in tasks})
-    for task, n in targets.items():
-        for job in plan_shards(task, n, params):
-            meta = _shard_done(out, job, params)
-            if meta is not None:
-                metas[job["file"]] = meta
-            elif task in tasks:
-                jobs.append(job)
+    targets, metas, jobs = open_output(out, params, {t: args.episodes for t in tasks}, "flare-train demos")
     done_eps = sum(m["episodes"] for m in metas.values() if m["task"] in tasks)
     total = args.episodes * len(tasks)
-    write_index(out, targets, params, metas)
     if not args.quiet:
         print(f"flare-train demos: {', '.join(tasks)} x {args.episodes} episodes -> {out} "
               f"({len(jobs)} shard(s) to generate, {done_eps} episode(s) already done, {args.workers} worker(s))",

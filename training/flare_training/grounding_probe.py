@@ -23,11 +23,14 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from minigrid.core.constants import DIR_TO_VEC
 from torch import nn
 
-COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
-TYPES = ("key", "ball", "box")
-DIRS = ((1, 0), (0, 1), (-1, 0), (0, -1))
+from .envs.levels import OBJ_TYPES
+
+# one-hot slot of each colour (a fixed order, not minigrid's sorted COLOR_NAMES: the logged runs used this layout)
+ONE_HOT_COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
+
 
 
 class OneHotGoals:
@@ -38,8 +41,8 @@ class OneHotGoals:
     def encode(self, goal: str) -> torch.Tensor:
         words = goal.split()
         f = torch.zeros(2, self.dim)
-        f[0, next(i for i, c in enumerate(COLORS) if c in words)] = 3.0
-        f[1, 10 + next(i for i, t in enumerate(TYPES) if t in words)] = 3.0
+        f[0, next(i for i, c in enumerate(ONE_HOT_COLORS) if c in words)] = 3.0
+        f[1, 10 + next(i for i, t in enumerate(OBJ_TYPES) if t in words)] = 3.0
         return f
 
     def prefetch(self, goals) -> None:
@@ -56,7 +59,7 @@ def collect(env, seeds):
             if obj.cur_pos is None:
                 continue
             ox, oy = obj.cur_pos
-            for d, (dx, dy) in enumerate(DIRS):
+            for d, (dx, dy) in enumerate(DIR_TO_VEC):
                 ax, ay = ox - dx, oy - dy
                 if 0 < ax < lv.width and 0 < ay < lv.height and lv.grid.get(ax, ay) is None:
                     lv.agent_pos, lv.agent_dir = (ax, ay), d
