@@ -16,7 +16,8 @@ def flare_reduced() -> PolicyConfig:
                         decoder_heads=4, decoder_ff_multiple_of=32).validate()
 
 
-CONFIGS = {"tiny": lambda: tiny(n_actions=20), "flare_reduced": flare_reduced}
+CONFIGS = {"tiny": lambda: tiny(n_actions=20), "tiny_flat": lambda: tiny(n_actions=20, visual_flat_readout=8),
+           "flare_reduced": flare_reduced}
 
 
 def make_model(cfg: PolicyConfig, seed: int = 0) -> PolicyNet:
@@ -245,3 +246,22 @@ def test_cnn_pixel_norm_standardises_frames_and_kaiming_init_keeps_units_alive()
         tiny(cnn_pixel_norm=(0.2,))
     with pytest.raises(ValueError, match="cnn_pixel_norm"):
         tiny(cnn_pixel_norm=(0.2, 0.0))
+
+
+def test_flat_readout_keeps_where_the_object_is():
+    """Without position embeddings the fusion CLS is blind to where a token sits: the same object in two interior
+    cells of an empty frame gives the same output. visual_flat_readout adds the grid in order, so it is not."""
+    frames = torch.zeros(2, 56, 56, 3, dtype=torch.uint8)
+    frames[0, 16:24, 16:24] = torch.tensor([255, 0, 0], dtype=torch.uint8)  # cell (2, 2)
+    frames[1, 32:40, 32:40] = torch.tensor([255, 0, 0], dtype=torch.uint8)  # cell (4, 4)
+    text, mask, goal = torch.randn(1, 3, 384), torch.ones(1, 3, dtype=torch.bool), torch.zeros(2, dtype=torch.long)
+    outs = {}
+    for k in (0, 8):
+        torch.manual_seed(0)
+        enc = PolicyNet(tiny(visual_flat_readout=k, cnn_kaiming_init=True)).visual_encoder.eval()
+        with torch.no_grad():
+            outs[k] = enc({"raw_navigation_camera": frames}, text, mask, goal)
+    torch.testing.assert_close(outs[0][0], outs[0][1], rtol=1e-5, atol=1e-5)
+    assert (outs[8][0] - outs[8][1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="visual_flat_readout"):
+        tiny(visual_flat_readout=-1)

@@ -118,10 +118,13 @@ def main(argv=None) -> int:
     p.add_argument("--film", type=int, default=1, help="visual_goal_film (default 1)")
     p.add_argument("--pos-embed", type=int, default=0, help="visual_pos_embed (default 0)")
     p.add_argument("--pos-scale", type=float, default=0.02, help="init std of the position embedding (default 0.02)")
+    p.add_argument("--flat-readout", type=int, default=0, help="visual_flat_readout channels (default 0: off)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-seeds", type=int, default=3000)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--text-standardize", action="store_true",
+                   help="standardise each text-feature dimension over the bank's tokens before the adapter")
     p.add_argument("--stats", action="store_true", help="print the initial encoder's signal statistics first")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -134,7 +137,8 @@ def main(argv=None) -> int:
     Xva, Gva, Yva = collect(env, range(10**9, 10**9 + 300))
     print(f"frames: {len(Ytr)} train, {len(Yva)} val, {Ytr.mean():.3f} positive ({time.time() - t0:.0f} s)")
     fix = dict(cnn_pixel_norm=(float(Xtr.mean() / 255), float(Xtr.std() / 255)), cnn_kaiming_init=True) if a.fix_cnn else {}
-    enc = PolicyNet(tiny(visual_goal_film=bool(a.film), visual_pos_embed=bool(a.pos_embed), **fix)).visual_encoder
+    enc = PolicyNet(tiny(visual_goal_film=bool(a.film), visual_pos_embed=bool(a.pos_embed),
+                                 visual_flat_readout=a.flat_readout, **fix)).visual_encoder
     if a.pos_embed:
         with torch.no_grad():
             enc.visual_pos_embed_raw_navigation_camera.normal_(0.0, a.pos_scale)
@@ -142,6 +146,9 @@ def main(argv=None) -> int:
     bank.text_encoder.prefetch(Gtr + Gva)
     bank.index(sorted(set(Gtr + Gva)))
     text, mask = bank.tensors()
+    if a.text_standardize:
+        tok = text[mask]  # (tokens, dim)
+        text = torch.where(mask[..., None], (text - tok.mean(0)) / (tok.std(0) + 1e-2), 0.0)
     d = enc.cfg.d_model
     head = nn.Sequential(nn.Linear(d if a.readout == "fusion" else 2 * d, 256), nn.ReLU(), nn.Linear(256, 1))
     front = 5 * 7 + 3  # view cell (column 3, row 5): in front of the agent at (3, 6)
@@ -171,7 +178,8 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     pos, neg = np.flatnonzero(Ytr == 1), np.flatnonzero(Ytr == 0)
     y_va = torch.as_tensor(Yva == 1)
-    print(f"readout={a.readout} text={a.text} fix_cnn={a.fix_cnn} film={a.film} pos_embed={a.pos_embed} (init std {a.pos_scale})")
+    print(f"readout={a.readout} text={a.text} fix_cnn={a.fix_cnn} film={a.film} pos_embed={a.pos_embed} (init std {a.pos_scale}) "
+          f"flat_readout={a.flat_readout} text_standardize={a.text_standardize}")
     for step in range(a.steps):
         idx = np.r_[rng.choice(pos, 32), rng.choice(neg, 32)]
         loss = F.binary_cross_entropy_with_logits(logits(Xtr[idx], [Gtr[i] for i in idx]),

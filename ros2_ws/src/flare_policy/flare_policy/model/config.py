@@ -31,6 +31,11 @@ class PolicyConfig:
     # readout then never learns which object is in front (results/policies/bc_architecture.md, grounding probe).
     cnn_pixel_norm: tuple[float, ...] = ()
     cnn_kaiming_init: bool = False
+    # Spatial readout (BabyAI's FiLM-CNN keeps the grid to the end): each (FiLM-conditioned) visual token is
+    # projected to this many channels, the grid is flattened in order and projected to d_model, and the result is
+    # added to the fusion CLS output. 0: off (FLaRe's encoder). The fusion CLS alone, uniformly attending over
+    # all tokens at init, does not learn "is the object in front the goal" from MiniLM goals (grounding probe).
+    visual_flat_readout: int = 0
     text_dim: int = 512  # T5-small 512, MiniLM 384
     fusion_layers: int = 3
     fusion_heads: int = 8
@@ -65,6 +70,8 @@ class PolicyConfig:
             raise ValueError("n_actions must be >= 1")
         if self.cnn_pixel_norm and (len(self.cnn_pixel_norm) != 2 or not self.cnn_pixel_norm[1] > 0):
             raise ValueError(f"cnn_pixel_norm must be (mean, std) with std > 0, got {self.cnn_pixel_norm}")
+        if self.visual_flat_readout < 0:
+            raise ValueError(f"visual_flat_readout must be >= 0, got {self.visual_flat_readout}")
         if self.vision == "cnn":
             h, w = self.image_size
             if h % self.cnn_patch or w % self.cnn_patch:

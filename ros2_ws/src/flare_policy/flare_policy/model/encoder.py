@@ -92,6 +92,10 @@ class GoalEncoder(nn.Module):
             self.goal_film = nn.Linear(d, 2 * d)
             nn.init.zeros_(self.goal_film.weight)
             nn.init.zeros_(self.goal_film.bias)
+        if cfg.visual_flat_readout:
+            k = cfg.visual_flat_readout
+            self.flat_readout_in = nn.Linear(d, k)
+            self.flat_readout_out = nn.Linear(k * cfg.tokens_per_camera * len(cfg.cameras), d)
         self.fusion_xformer = FusionEncoder(cfg)
 
     def camera_tokens(self, cam: str, x: torch.Tensor) -> torch.Tensor:
@@ -127,4 +131,8 @@ class GoalEncoder(nn.Module):
         x = torch.cat([cls, *cams, txt], dim=1)
         n_vis = 1 + sum(c.shape[1] for c in cams)
         keep = torch.cat([torch.ones(N, n_vis, dtype=torch.bool, device=x.device), text_mask[goal_index]], 1)
-        return self.fusion_xformer(x, keep[:, None, None, :])
+        out = self.fusion_xformer(x, keep[:, None, None, :])  # (N, d)
+        if self.cfg.visual_flat_readout:  # the token grid in order: position survives to the decoder
+            grid = F.relu(self.flat_readout_in(torch.cat(cams, 1)))  # (N, cameras*h*w, k)
+            out = out + self.flat_readout_out(grid.flatten(1))
+        return out
