@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ros
 
 # Seeds on which the committed bundle must succeed (objectnav, test split).
 COMMITTED_TASK = "objectnav"
-COMMITTED_SEEDS = [1_500_000_000, 1_500_000_021, 1_500_000_029]  # greedy successes of the committed BC bundle (flare-train eval --split test)
+COMMITTED_SEEDS = [1_500_000_000, 1_500_000_006, 1_500_000_007]  # greedy successes of the committed BC bundle (flare-train eval --split test)
 
 
 class Robot:
