@@ -152,6 +152,10 @@ def _check_protocol(h, ep):
     stamp of command k's result as the one it waited for (so it had received it), ids increase by one, and
     every frame it used is stamped after that result. (Arrival order at an observer across two topics says
     nothing: an executor may hand it the command before the result that caused it.)"""
+    # the node reports a step on /flare/status after publishing its command, and sim_robot's outcome for the last
+    # command can reach this observer first on a loaded machine: wait for a report of every command
+    n_cmds = lambda: len([c for c in h.episode_commands(ep) if c["action"] != "stop"])  # noqa: E731
+    h.wait(lambda: len(h.statuses(ep, with_command=True)) >= n_cmds(), 10)
     steps = h.statuses(ep, with_command=True)
     assert steps, "no step status"
     with h.lock:
