@@ -134,11 +134,21 @@ def test_bad_goals_rejected(live):
     h.mode = "auto"
     h.start_pump()
     ep = h.start_episode("navigate to the grey box")
-    for bad in ["", "   \n\t ", "x" * 5000]:
-        n = len(h.statuses())
-        h.publish_goal(bad)
-        assert h.wait(lambda: any("rejected_goal" in st for st in h.statuses()[n:]), 15.0), repr(bad[:10])
-    assert h.statuses()[-1]["episode"] == ep, "a rejected goal must not replace the running episode"
+    assert h.wait(lambda: len(h.episode_commands(ep)) >= 1, 15.0)
+    # hold the episode on a runstop while the bad goals arrive, so that it cannot reach max_steps meanwhile
+    # on a slow machine: whatever happens to it then is the rejected goals' doing
+    n_status = len(h.statuses(ep))
+    h.publish_ready(False)
+    try:
+        assert h.wait(lambda: any(not st["ready"] for st in h.statuses(ep)[n_status:]), 15.0), "pause not reported"
+        for bad in ["", "   \n\t ", "x" * 5000]:
+            n = len(h.statuses())
+            h.publish_goal(bad)
+            assert h.wait(lambda: any("rejected_goal" in st for st in h.statuses()[n:]), 15.0), repr(bad[:10])
+        assert h.statuses()[-1]["episode"] == ep, "a rejected goal must not replace the running episode"
+        assert h.statuses(ep)[-1]["outcome"] is None, h.statuses(ep)[-1]
+    finally:
+        h.publish_ready(True)
     n = len(h.episode_commands(ep))
     assert h.wait(lambda: len(h.episode_commands(ep)) > n, 15.0), "the running episode stopped"
     assert "goal rejected" in proc.output()

@@ -8,6 +8,7 @@ policy's encoder does not.
 
     python -m flare_training.grounding_probe --readout fusion          # the policy's encoder, as BC trains it
     python -m flare_training.grounding_probe --readout front --fix-cnn # the front cell's token only, fixed CNN init
+    python -m flare_training.grounding_probe --text minilm --fix-cnn --lr 3e-4 --flat-readout 8  # with the spatial readout
 
 --readout: fusion = GoalEncoder output (CLS of the fusion transformer); front = the front cell's visual token
 (backbone, compressor, adapter) concatenated with the pooled goal; backbone = the CNN backbone's front cell.
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
     print(f"frames: {len(Ytr)} train, {len(Yva)} val, {Ytr.mean():.3f} positive ({time.time() - t0:.0f} s)")
     fix = dict(cnn_pixel_norm=(float(Xtr.mean() / 255), float(Xtr.std() / 255)), cnn_kaiming_init=True) if a.fix_cnn else {}
     enc = PolicyNet(tiny(visual_goal_film=bool(a.film), visual_pos_embed=bool(a.pos_embed),
-                                 visual_flat_readout=a.flat_readout, **fix)).visual_encoder
+                         visual_flat_readout=a.flat_readout, **fix)).visual_encoder
     if a.pos_embed:
         with torch.no_grad():
             enc.visual_pos_embed_raw_navigation_camera.normal_(0.0, a.pos_scale)
