@@ -342,10 +342,10 @@ def test_cli_refuses_unreadable_files(tmp_path, capsys):
 
 
 def test_node_refuses_encoder_directories_the_bundle_was_not_converted_with(tmp_path, small_t5, dino_dir):
-    """policy_node's load-time check (flare_policy.node.check_encoders) on real T5 / DINOv2 directories."""
+    """policy_node's load-time check (flare_policy.node_params.check_encoders) on real T5 / DINOv2 directories."""
     from types import SimpleNamespace
 
-    from flare_policy.node import ConfigError, check_encoders
+    from flare_policy.node_params import ConfigError, check_encoders
 
     torch.save(_rl_small(small_t5[1]), tmp_path / "ok.pt")
     convert_checkpoint(tmp_path / "ok.pt", tmp_path / "out", t5_dir=small_t5[0], cfg=SMALL, t5=SMALL_T5)

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from flare_policy.bundle import FLARE_AUGMENT_CROP, BundleError, CameraSpec, flare_camera, sim_camera
-from flare_policy.node import DEFAULT_KV_WINDOW, ConfigError, inference_settings
+from flare_policy.node_params import DEFAULT_KV_WINDOW, ConfigError, inference_settings
 from flare_policy.preprocess import prepare_frame
 
 H, W = 224, 384  # FLaRe's frame after the simulator's 6-px side crop

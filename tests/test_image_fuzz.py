@@ -1,6 +1,6 @@
 """Property-based fuzz of sensor_msgs/Image handling.
 
-* In-process (fast, >= 1k examples): the node's message -> array validation (`flare_policy.node.frame_from_msg`)
+* In-process (fast, >= 1k examples): the node's message -> array validation (`flare_policy.episode.frame_from_msg`)
   either returns exactly the pixels the message describes or raises FrameError -- never anything else -- and
   every frame it accepts also passes the training preprocessing (so the node never acts on a frame that
   preprocessing would refuse).
@@ -22,7 +22,7 @@ from hypothesis import strategies as st  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from flare_policy.bundle import flare_camera, sim_camera  # noqa: E402
-from flare_policy.node import MIN_SIDE, frame_from_msg  # noqa: E402
+from flare_policy.episode import MIN_SIDE, frame_from_msg  # noqa: E402
 from flare_policy.preprocess import FrameError, prepare_frame  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -86,9 +86,9 @@ def node_params(package: str, executable: str) -> set[str] | dict | None:
             pytest.skip("sim_robot.py (with its PARAMS table) not written yet")
         return spec
     if package == "flare_policy" and executable == "policy_node":
-        spec = _spec_keys(ROOT / "ros2_ws" / "src" / "flare_policy" / "flare_policy" / "node.py", "SPEC")
+        spec = _spec_keys(ROOT / "ros2_ws" / "src" / "flare_policy" / "flare_policy" / "node_params.py", "SPEC")
         if spec is None:
-            pytest.skip("flare_policy/node.py (with its _Params.SPEC table) not written yet")
+            pytest.skip("flare_policy/node_params.py (with its PolicyNodeParams.SPEC table) not written yet")
         return spec
     return None
 

@@ -54,11 +54,11 @@ def test_bad_parameters_exit_cleanly(tmp_path):
 def test_yaml_config_matches_declared_parameters():
     import yaml
 
-    from flare_policy.node import _Params
+    from flare_policy.node_params import PolicyNodeParams
 
     cfg = Path(__file__).resolve().parents[1] / "ros2_ws/src/flare_policy/config/policy_node.yaml"
     params = yaml.safe_load(cfg.read_text())["policy_node"]["ros__parameters"]
-    declared = {k: v for k, (v, _) in _Params.SPEC.items()}
+    declared = {k: v for k, (v, _) in PolicyNodeParams.SPEC.items()}
     assert set(params) == set(declared)
     for k, v in params.items():
         assert v == declared[k] and type(v) is type(declared[k]), k

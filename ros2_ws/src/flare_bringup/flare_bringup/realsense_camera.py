@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, Image
 
 ROTATIONS = (0, 90, 180, 270)
 
@@ -246,112 +254,99 @@ class RealSenseSource(FrameSource):
 
 
 # ---------------------------------------------------------------------------------------------- the node
-def _make_node_class():
-    from rcl_interfaces.msg import ParameterDescriptor
-    from rclpy.node import Node
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.time import Time
-    from sensor_msgs.msg import CameraInfo, Image
+class RealSenseCameraNode(Node):
+    def __init__(self, source: Optional[FrameSource] = None, node_name: str = "realsense_camera"):
+        super().__init__(node_name)
 
-    class RealSenseCameraNode(Node):
-        def __init__(self, source: Optional[FrameSource] = None, node_name: str = "realsense_camera"):
-            super().__init__(node_name)
+        def p(name, default, description):
+            return self.declare_parameter(name, default, ParameterDescriptor(description=description,
+                                                                             read_only=True)).value
 
-            def p(name, default, description):
-                return self.declare_parameter(name, default, ParameterDescriptor(description=description,
-                                                                                 read_only=True)).value
+        self.serial_no = str(p("serial_no", "", "Device serial number ('' = any; '_123' accepted)"))
+        self.device_name = p("device_name", "", "Substring of the device name, e.g. D435 or D405 ('' = any)")
+        self.width = p("width", 1280, "Colour stream width (px)")
+        self.height = p("height", 720, "Colour stream height (px)")
+        self.fps = p("fps", 15, "Colour stream rate (Hz)")
+        self.rotation_deg = check_rotation(p("rotation_deg", 0, "Counter-clockwise rotation applied to "
+                                                                 "images and CameraInfo: 0, 90, 180, 270 "
+                                                                 "(Stretch head D435i: 270)"))
+        self.frame_id = p("frame_id", "camera_color_optical_frame", "header.frame_id of Image and CameraInfo")
+        self.image_topic = p("image_topic", "~/color/image_raw", "sensor_msgs/Image output (rgb8)")
+        self.info_topic = p("camera_info_topic", "~/color/camera_info", "sensor_msgs/CameraInfo output")
+        best_effort = p("best_effort", False, "Publish best effort instead of reliable (driver default)")
+        self.frame_timeout_s = p("frame_timeout_s", 1.0, "Wait for one frame at most this long (s)")
+        self.max_timeouts = p("max_consecutive_timeouts", 10, "Exit with an error after this many "
+                                                                "consecutive frame timeouts")
+        self.source = source or RealSenseSource(self.serial_no, self.device_name, self.width, self.height,
+                                                self.fps)
+        raw = self.source.open()  # CameraError propagates to main()
+        self.intrinsics = rotate_intrinsics(raw, self.rotation_deg)
+        qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
+                         reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
+        self.image_pub = self.create_publisher(Image, self.image_topic, qos)
+        self.info_pub = self.create_publisher(CameraInfo, self.info_topic, qos)
+        self.gate = FrameGate()
+        self.published = 0
+        self.failed: Optional[str] = None
+        self._stop = threading.Event()
+        self._last_stale_warn = 0.0
+        self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
+        self._thread.start()
+        self.get_logger().info(
+            f"{self.source.description}: colour {raw.width}x{raw.height}@{self.fps} -> "
+            f"{self.image_pub.topic_name} ({self.intrinsics.width}x{self.intrinsics.height}, rotated "
+            f"{self.rotation_deg} deg counter-clockwise) + {self.info_pub.topic_name}")
 
-            self.serial_no = str(p("serial_no", "", "Device serial number ('' = any; '_123' accepted)"))
-            self.device_name = p("device_name", "", "Substring of the device name, e.g. D435 or D405 ('' = any)")
-            self.width = p("width", 1280, "Colour stream width (px)")
-            self.height = p("height", 720, "Colour stream height (px)")
-            self.fps = p("fps", 15, "Colour stream rate (Hz)")
-            self.rotation_deg = check_rotation(p("rotation_deg", 0, "Counter-clockwise rotation applied to "
-                                                                     "images and CameraInfo: 0, 90, 180, 270 "
-                                                                     "(Stretch head D435i: 270)"))
-            self.frame_id = p("frame_id", "camera_color_optical_frame", "header.frame_id of Image and CameraInfo")
-            self.image_topic = p("image_topic", "~/color/image_raw", "sensor_msgs/Image output (rgb8)")
-            self.info_topic = p("camera_info_topic", "~/color/camera_info", "sensor_msgs/CameraInfo output")
-            best_effort = p("best_effort", False, "Publish best effort instead of reliable (driver default)")
-            self.frame_timeout_s = p("frame_timeout_s", 1.0, "Wait for one frame at most this long (s)")
-            self.max_timeouts = p("max_consecutive_timeouts", 10, "Exit with an error after this many "
-                                                                    "consecutive frame timeouts")
-            self.source = source or RealSenseSource(self.serial_no, self.device_name, self.width, self.height,
-                                                    self.fps)
-            raw = self.source.open()  # CameraError propagates to main()
-            self.intrinsics = rotate_intrinsics(raw, self.rotation_deg)
-            qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
-                             reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE)
-            self.image_pub = self.create_publisher(Image, self.image_topic, qos)
-            self.info_pub = self.create_publisher(CameraInfo, self.info_topic, qos)
-            self.gate = FrameGate()
-            self.published = 0
-            self.failed: Optional[str] = None
-            self._stop = threading.Event()
-            self._last_stale_warn = 0.0
-            self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
-            self._thread.start()
-            self.get_logger().info(
-                f"{self.source.description}: colour {raw.width}x{raw.height}@{self.fps} -> "
-                f"{self.image_pub.topic_name} ({self.intrinsics.width}x{self.intrinsics.height}, rotated "
-                f"{self.rotation_deg} deg counter-clockwise) + {self.info_pub.topic_name}")
+    def _stamp(self, frame: Frame):
+        now = self.get_clock().now()
+        if frame.timestamp_s is not None:
+            age = time.time() - frame.timestamp_s
+            if 0.0 <= age < 1.0:  # plausible host-synchronised capture time
+                return Time(nanoseconds=now.nanoseconds - int(age * 1e9), clock_type=now.clock_type).to_msg()
+        return now.to_msg()
 
-        def _stamp(self, frame: Frame):
-            now = self.get_clock().now()
-            if frame.timestamp_s is not None:
-                age = time.time() - frame.timestamp_s
-                if 0.0 <= age < 1.0:  # plausible host-synchronised capture time
-                    return Time(nanoseconds=now.nanoseconds - int(age * 1e9), clock_type=now.clock_type).to_msg()
-            return now.to_msg()
-
-        def _loop(self) -> None:
+    def _loop(self) -> None:
+        timeouts = 0
+        while not self._stop.is_set():
+            frame = self.source.read(self.frame_timeout_s)
+            if frame is None:
+                timeouts += 1
+                self.get_logger().warning(f"no frame for {self.frame_timeout_s:.1f} s ({timeouts} in a row)")
+                if timeouts >= self.max_timeouts:
+                    self.failed = f"{self.source.description}: no frames for {timeouts} timeouts in a row"
+                    self._stop.set()
+                continue
             timeouts = 0
-            while not self._stop.is_set():
-                frame = self.source.read(self.frame_timeout_s)
-                if frame is None:
-                    timeouts += 1
-                    self.get_logger().warning(f"no frame for {self.frame_timeout_s:.1f} s ({timeouts} in a row)")
-                    if timeouts >= self.max_timeouts:
-                        self.failed = f"{self.source.description}: no frames for {timeouts} timeouts in a row"
-                        self._stop.set()
-                    continue
-                timeouts = 0
-                if not self.gate.accept(frame.number):
-                    now = time.monotonic()
-                    if now - self._last_stale_warn > 2.0:
-                        self._last_stale_warn = now
-                        self.get_logger().warning(
-                            f"stale frame {frame.number} (last {self.gate.last}) dropped; {self.gate.stale} so far")
-                    continue
-                stamp = self._stamp(frame)
-                try:
-                    img = image_msg(rotate_image(frame.rgb, self.rotation_deg), self.frame_id, stamp)
-                except ValueError as e:
-                    self.get_logger().warning(f"bad frame {frame.number} dropped: {e}")
-                    continue
-                self.image_pub.publish(img)
-                self.info_pub.publish(camera_info_msg(self.intrinsics, self.frame_id, stamp))
-                self.published += 1
+            if not self.gate.accept(frame.number):
+                now = time.monotonic()
+                if now - self._last_stale_warn > 2.0:
+                    self._last_stale_warn = now
+                    self.get_logger().warning(
+                        f"stale frame {frame.number} (last {self.gate.last}) dropped; {self.gate.stale} so far")
+                continue
+            stamp = self._stamp(frame)
+            try:
+                img = image_msg(rotate_image(frame.rgb, self.rotation_deg), self.frame_id, stamp)
+            except ValueError as e:
+                self.get_logger().warning(f"bad frame {frame.number} dropped: {e}")
+                continue
+            self.image_pub.publish(img)
+            self.info_pub.publish(camera_info_msg(self.intrinsics, self.frame_id, stamp))
+            self.published += 1
 
-        def close(self) -> None:
-            self._stop.set()
-            self._thread.join(timeout=2.0 + self.frame_timeout_s)
-            self.source.close()
-
-    return RealSenseCameraNode
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0 + self.frame_timeout_s)
+        self.source.close()
 
 
 def run(args=None, source: Optional[FrameSource] = None) -> int:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.signals import SignalHandlerOptions
-
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        node = _make_node_class()(source=source)
+        node = RealSenseCameraNode(source=source)
     except CameraError as e:
         print(f"[realsense_camera] ERROR: {e}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
