@@ -11,9 +11,10 @@ import pytest
 import torch
 import yaml
 
-from flare_policy.bundle import CameraSpec, load_bundle, save_bundle
+from flare_policy.bundle import CameraSpec, flare_camera, load_bundle, save_bundle
 from flare_policy.model import PolicyNet
 from flare_policy.model.config import tiny
+from flare_policy.vision import random_dinov2
 from flare_training.envs.thor import ThorControllerError
 from flare_training.evaluate import evaluate
 from flare_training.ppo import PPOConfig, build_parser, checkpoint_files, latest_checkpoint, train
@@ -38,13 +39,13 @@ def stretch_bundle(path: Path) -> Path:
     return save_bundle(path, PolicyNet(cfg), embodiment="stretch", cameras=cams, text_encoder={"kind": "minilm"})
 
 
-def thor_config(tmp_path: Path, scenario: dict) -> Path:
+def thor_config(tmp_path: Path, scenario: dict, width: int = 84, height: int = 48) -> Path:
     specs, houses = make_data(tmp_path / "data", "objectnav")
     exe, _ = fake_build(tmp_path / "build", scenario)
     cfg = tmp_path / "thor.yaml"
     # small raw frames (84x48 -> 82x48 after the 1 px crop per side) keep the pipe traffic low
     cfg.write_text(yaml.safe_dump({"task_specs": str(specs), "houses": str(houses), "executable": str(exe),
-                                   "width": 84, "height": 48, "server_timeout": 3, "max_steps": 6}))
+                                   "width": width, "height": height, "server_timeout": 3, "max_steps": 6}))
     return cfg
 
 
@@ -85,3 +86,47 @@ def test_unity_dying_mid_run_stops_ppo_and_keeps_the_last_checkpoint(tmp_path):
     found = latest_checkpoint(cfg.logdir, verbose=False)
     assert found is not None and found[1]["update"] == 1
     assert [p.name for p in checkpoint_files(cfg.logdir)] == ["ckpt_0000001.pt"]
+
+
+def dinov2_bundle(path: Path, dino_dir: Path, cameras=None) -> Path:
+    """FLaRe's layout at toy width: frozen DINOv2 features (a random 1-block ViT of width 32) of both 224x384
+    cameras (FLaRe's crop-and-stretch included), the tiny fusion/decoder, FLaRe's 20 actions."""
+    torch.manual_seed(0)
+    cfg = tiny(n_actions=20, cameras=CAMERAS, vision="dinov2", visual_dim=32, visual_grid=(7, 12),
+               image_size=(224, 384), visual_goal_film=False, d_model=32, fusion_heads=2, fusion_ff=64,
+               decoder_heads=2, decoder_ff_multiple_of=32)
+    cams = cameras or [flare_camera(name) for name in CAMERAS]
+    return save_bundle(path, PolicyNet(cfg), embodiment="stretch", cameras=cams, text_encoder={"kind": "minilm"},
+                       vision_encoder={"kind": "dinov2", "path": str(dino_dir)})
+
+
+def test_ppo_fine_tunes_a_dinov2_bundle_in_thor(tmp_path):
+    """A bundle that reads DINOv2 features (as converted FLaRe checkpoints do): PPO computes each frame's
+    features once, while collecting, and the update reuses them (first-epoch log-probs equal the rollout's)."""
+    dino = random_dinov2(tmp_path / "dinov2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
+    bundle = dinov2_bundle(tmp_path / "bundle", tmp_path / "elsewhere")  # its recorded path does not exist
+    thor = thor_config(tmp_path, SCENARIO, width=396, height=224)  # FLaRe's frames: 396x224 -> 384x224
+    cfg = PPOConfig(init=str(bundle), task="objectnav", env="ai2thor", env_config=str(thor), n_envs=2, rollout=4,
+                    total_steps=16, epochs=2, critic_warmup_steps=8, threads=1, logdir=str(tmp_path / "run"),
+                    checkpoint_every=1, progress=False, eval_every=2, eval_episodes=1, eval_envs=1)
+    with pytest.raises(ValueError, match=r"DINOv2 directory .*elsewhere does not exist.*--vision-encoder-path"):
+        train(cfg)
+    cfg.vision_encoder_path = str(dino)
+    s = train(cfg)
+    assert s["updates"] == 2 and math.isfinite(s["last"]["losses/policy_loss"])
+    assert s["last"]["consistency/max_abs_dlogp"] < 1e-5  # the update saw exactly the rollout's features
+    assert [e["global_step"] for e in s["evals"]] == [0, 16]
+    out = load_bundle(s["bundle"])
+    assert out.config.vision == "dinov2" and out.vision_encoder["path"] == str(tmp_path / "elsewhere")
+    r = evaluate(out, "objectnav", 1, n_envs=1, env="ai2thor", env_config=str(thor), progress=False,
+                 vision_encoder_path=str(dino))
+    assert r["episodes"] == 1
+
+    small = dinov2_bundle(tmp_path / "small", dino, cameras=[CameraSpec(n, resize=(24, 42), crop=(24, 40))
+                                                             for n in CAMERAS])
+    with pytest.raises(ValueError, match=r"DINOv2 vision needs 224x384 frames"):
+        evaluate(load_bundle(small), "objectnav", 1, env="ai2thor", env_config=str(thor), progress=False)
+    wide = random_dinov2(tmp_path / "dinov2-48", hidden_size=48, num_hidden_layers=1, num_attention_heads=2)
+    with pytest.raises(ValueError, match=r"hidden size 48; the bundle's policy expects 32"):
+        evaluate(out, "objectnav", 1, env="ai2thor", env_config=str(thor), progress=False,
+                 vision_encoder_path=str(wide))

@@ -22,7 +22,7 @@ import torch
 from flare_policy.bundle import load_bundle
 from flare_policy.text import TextEncoder
 
-from .agent import GoalBank, make_input
+from .agent import GoalBank, load_vision, make_input
 
 
 def mean_ci(x) -> dict:
@@ -68,8 +68,10 @@ def write_gif(frames, path) -> None:
 def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bool = True, n_envs: int = 8,
              kv_window: int = 1000, seed_offset: int = 0, video_dir=None, n_videos: int = 3,
              text_encoder: TextEncoder | None = None, embodiment: str | None = None, progress: bool = True,
-             threads: int | None = None, env: str = "minichores", env_config: str = "") -> dict:
-    """env: "minichores" or "ai2thor" (then env_config is the AI2-THOR settings YAML)."""
+             threads: int | None = None, env: str = "minichores", env_config: str = "", vision=None,
+             vision_encoder_path: str = "") -> dict:
+    """env: "minichores" or "ai2thor" (then env_config is the AI2-THOR settings YAML). dinov2 bundles: `vision`
+    (the frozen DINOv2), else loaded from the bundle's vision_encoder (or `vision_encoder_path`)."""
     from tqdm import tqdm
 
     from .envs import sel, split_seeds
@@ -93,6 +95,8 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
     n_envs = max(1, min(n_envs, episodes))
     embodiment = embodiment or bundle.embodiment.name
     env_kwargs = backend_env_kwargs(env, env_config, bundle)
+    if vision is None:
+        vision = load_vision(bundle, "cpu", vision_encoder_path)
     envs = [make_backend_env(task, embodiment=embodiment, **env_kwargs) for _ in range(n_envs)]
     cache = model.new_cache(n_envs, kv_window)
     gen = torch.Generator().manual_seed(12345)
@@ -129,7 +133,7 @@ def evaluate(bundle, task: str, episodes: int, *, split: str = "val", greedy: bo
         rgb = np.stack([obs[s]["rgb"] for s in src])[:, None]
         goal_idx = bank.index([obs[s]["goal"] for s in src])[:, None]
         inp = make_input(rgb, goal_idx, prev[src][:, None], [[int(obs[s]["in_hand"])] for s in src],
-                         [[int(obs[s]["step"])] for s in src], bank)
+                         [[int(obs[s]["step"])] for s in src], bank, vision=vision)
         logits, _, _ = model(inp, cache=cache, action_mask=mask)
         probs = torch.softmax(logits[:, 0], -1)
         act = probs.argmax(-1) if greedy else torch.multinomial(probs, 1, generator=gen)[:, 0]
@@ -205,6 +209,8 @@ def main(argv=None) -> int:
     p.add_argument("--env", choices=("minichores", "ai2thor"), default="minichores",
                    help="simulator (default minichores); ai2thor needs --env-config")
     p.add_argument("--env-config", default="", metavar="YAML", help="AI2-THOR settings (--env ai2thor; see README)")
+    p.add_argument("--vision-encoder-path", default="", metavar="DIR",
+                   help="bundles with DINOv2 vision: local dinov2-small directory instead of the bundle's path")
     p.add_argument("--video", metavar="DIR", help="write annotated GIFs of the first episodes here")
     p.add_argument("--videos", type=int, default=3, help="how many episodes per task to record (default 3)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -217,13 +223,14 @@ def main(argv=None) -> int:
     tasks = list(DEMO_TASKS) if a.task == ["all"] else a.task
     bundle = load_bundle(a.bundle)
     te = TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path"))
+    vision = load_vision(bundle, "cpu", a.vision_encoder_path)
     out = []
     for task in tasks:
         t0 = time.time()
         s = evaluate(bundle, task, a.episodes, split=a.split, greedy=a.greedy, n_envs=a.envs,
                      kv_window=a.kv_window, video_dir=a.video, n_videos=a.videos, text_encoder=te,
                      embodiment=a.embodiment, progress=not a.json, threads=a.threads, env=a.env,
-                     env_config=a.env_config)
+                     env_config=a.env_config, vision=vision)
         s["wall_s"] = round(time.time() - t0, 1)
         out.append(s)
         if not a.json:

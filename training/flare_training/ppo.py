@@ -61,7 +61,7 @@ from flare_policy.embodiments import get_embodiment
 from flare_policy.model import ActorCritic, PolicyInput
 from flare_policy.model.policy import CriticHead
 
-from .agent import GoalBank, make_input
+from .agent import GoalBank, encode_frames, load_vision, make_input
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
 from .envs.backends import backend_env_kwargs
@@ -80,6 +80,7 @@ class PPOConfig:
     env: str = "minichores"  # simulator: minichores | ai2thor (needs env_config)
     env_config: str = ""  # ai2thor: YAML of AI2-THOR settings (task specs, houses, build; README "AI2-THOR")
     embodiment: str = ""  # "" = the bundle's embodiment (its action mask is applied)
+    vision_encoder_path: str = ""  # dinov2 bundles: local DINOv2 directory instead of the bundle's vision_encoder.path
     init_weights: str = "bundle"  # "bundle" | "random" (a fresh PolicyNet with the bundle's config)
     separate_critic: bool = True  # FLaRe: value from a second full copy; False = the actor copy's value head
     critic_init: str = "fresh_head"  # fresh_head: bundle policy + new value head; bundle: its critic.safetensors
@@ -275,6 +276,8 @@ class Rollout:
     reward: np.ndarray  # (N, T) float32
     done: np.ndarray  # (N, T) bool: the episode ended with this step (terminated or truncated)
     last_value: np.ndarray  # (N,) bootstrap value of the observation after the last step
+    # dinov2 bundles: {camera: (N, T, C, h, w)} frozen-encoder features of `rgb`, computed once while collecting
+    features: dict[str, torch.Tensor] | None = None
 
     @classmethod
     def empty(cls, n: int, t: int, frame_shape) -> "Rollout":
@@ -283,8 +286,17 @@ class Rollout:
         return cls(np.zeros((n, t, *frame_shape), np.uint8), i(), i(), i(), i(), i(), f(), f(), f(),
                    np.zeros((n, t), bool), np.zeros(n, np.float32))
 
+    def store_features(self, t: int, feats: dict[str, torch.Tensor]) -> None:
+        """Keep step t's features ({camera: (N, 1, C, h, w)}), allocating the block on the first step."""
+        if self.features is None:
+            N, T = self.goal.shape
+            self.features = {k: v.new_empty((N, T, *v.shape[2:])) for k, v in feats.items()}
+        for k, v in feats.items():
+            self.features[k][:, t] = v[:, 0]
+
     def policy_input(self, bank: GoalBank, device) -> PolicyInput:
-        return make_input(self.rgb, self.goal, self.prev, self.in_hand, self.step, bank, device)
+        return make_input(self.rgb, self.goal, self.prev, self.in_hand, self.step, bank, device,
+                          features=self.features)
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -325,8 +337,9 @@ def _autocast(cfg: PPOConfig, device):
 
 @torch.no_grad()
 def collect_rollout(ac: ActorCritic, envs, state: EnvState, bank: GoalBank, cfg: PPOConfig, mask, device,
-                    timer: Timer | None = None) -> tuple[Rollout, list[dict]]:
-    """Step all envs `cfg.rollout` times through fresh KV-caches; returns the rollout and finished episodes."""
+                    timer: Timer | None = None, vision=None) -> tuple[Rollout, list[dict]]:
+    """Step all envs `cfg.rollout` times through fresh KV-caches; returns the rollout and finished episodes.
+    `vision` (dinov2 bundles): the frozen DINOv2; each frame's features are computed once and kept for the update."""
     timer = timer or Timer()
     N, T = len(state.prev), cfg.rollout
     start_idx = ac.actor.cfg.n_actions
@@ -339,8 +352,11 @@ def collect_rollout(ac: ActorCritic, envs, state: EnvState, bank: GoalBank, cfg:
         goal = bank.index(obs["goal"])
         ro.rgb[:, t], ro.goal[:, t], ro.prev[:, t] = obs["rgb"], goal, state.prev
         ro.in_hand[:, t], ro.step[:, t] = obs["in_hand"], obs["step"]
+        feats = _features(obs, vision, device)
+        if feats is not None:
+            ro.store_features(t, feats)
         inp = make_input(obs["rgb"][:, None], goal[:, None], state.prev[:, None], obs["in_hand"][:, None],
-                         obs["step"][:, None], bank, device)
+                         obs["step"][:, None], bank, device, features=feats)
         with _autocast(cfg, device):
             dist, value = ac(inp, caches=caches, action_mask=mask)
         action = dist.sample()
@@ -360,13 +376,22 @@ def collect_rollout(ac: ActorCritic, envs, state: EnvState, bank: GoalBank, cfg:
     # bootstrap: one more step of the value copy's cache on the next observation (same context)
     goal = bank.index(obs["goal"])
     inp = make_input(obs["rgb"][:, None], goal[:, None], state.prev[:, None], obs["in_hand"][:, None],
-                     obs["step"][:, None], bank, device)
+                     obs["step"][:, None], bank, device, features=_features(obs, vision, device))
     with _autocast(cfg, device):
         _, last, _ = value_net(ac)(inp, cache=caches[1] if ac.separate else caches[0])
     ro.last_value[:] = last[:, 0].float().cpu().numpy()
     state.obs = obs
     timer.add("inference", t0)
     return ro, episodes
+
+
+def _features(obs: dict, vision, device) -> dict[str, torch.Tensor] | None:
+    """{camera: (N, 1, C, h, w)} features of the current frames for a dinov2 bundle; None for cnn bundles."""
+    if vision is None:
+        return None
+    from .agent import camera_frames
+
+    return encode_frames(camera_frames(obs["rgb"][:, None]), vision, device)
 
 
 def compute_gae(ro: Rollout, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
@@ -530,7 +555,7 @@ def _load_text_encoder(bundle):
     return TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path"))
 
 
-def _evaluate(cfg: PPOConfig, bundle, ac: ActorCritic, mask, text_encoder, embodiment: str) -> dict:
+def _evaluate(cfg: PPOConfig, bundle, ac: ActorCritic, mask, text_encoder, embodiment: str, vision=None) -> dict:
     from .evaluate import evaluate
 
     actor = ac.actor if next(ac.actor.parameters()).device.type == "cpu" else copy.deepcopy(ac.actor).cpu()
@@ -539,7 +564,7 @@ def _evaluate(cfg: PPOConfig, bundle, ac: ActorCritic, mask, text_encoder, embod
                            config=bundle.config, path=bundle.path, cameras=bundle.cameras)
     s = evaluate(shim, cfg.task, cfg.eval_episodes, split="val", greedy=cfg.eval_greedy, n_envs=cfg.eval_envs,
                  text_encoder=text_encoder, embodiment=embodiment, progress=False, env=cfg.env,
-                 env_config=cfg.env_config)
+                 env_config=cfg.env_config, vision=vision)
     return {"eval/success": s["success"]["mean"], "eval/sel": s["sel"]["mean"],
             "eval/episode_length": s["episode_length"]["mean"]}
 
@@ -566,6 +591,7 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
     opt = torch.optim.Adam(ac.parameters(), lr=cfg.lr)
     text_encoder = text_encoder or _load_text_encoder(bundle)
     bank = GoalBank(text_encoder)
+    vision = load_vision(bundle, device, cfg.vision_encoder_path)  # dinov2 bundles only
 
     seeds = SeedStream(base=cfg.seed + world.rank * RANK_STRIDE, n_envs=cfg.n_envs)
     envs = make_vec_env(cfg.vec, cfg.task, cfg.n_envs, seeds, workers=cfg.vec_workers or None,
@@ -652,7 +678,7 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
 
     evals: list[dict] = []
     if world.main and cfg.eval_every and cfg.eval_at_start and update == 0:
-        ev = _evaluate(cfg, bundle, ac, mask, text_encoder, embodiment)
+        ev = _evaluate(cfg, bundle, ac, mask, text_encoder, embodiment, vision)
         evals.append({"global_step": 0, **ev})
         log(ev, 0)
 
@@ -664,7 +690,7 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
             t_upd = time.perf_counter()
             split0 = dict(timer.t)
             warmup = global_step < cfg.critic_warmup_steps
-            ro, episodes = collect_rollout(ac, envs, state, bank, cfg, mask, device, timer)
+            ro, episodes = collect_rollout(ac, envs, state, bank, cfg, mask, device, timer, vision)
             adv, ret = compute_gae(ro, cfg.gamma, cfg.gae_lambda)
             t0 = time.perf_counter()
             inp = ro.policy_input(bank, device)
@@ -702,7 +728,7 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
                 bar.set_postfix({k.split("/")[1]: f"{record[k]:.3g}" for k in (
                     "charts/success_rate", "losses/value_loss", "losses/approx_kl") if k in record}, refresh=False)
             if world.main and cfg.eval_every and (update % cfg.eval_every == 0 or global_step >= cfg.total_steps):
-                ev = _evaluate(cfg, bundle, ac, mask, text_encoder, embodiment)
+                ev = _evaluate(cfg, bundle, ac, mask, text_encoder, embodiment, vision)
                 evals.append({"global_step": global_step, **ev})
                 record.update(ev)
             log(record, global_step)

@@ -18,10 +18,13 @@ def backend_env_kwargs(env: str, env_config: str, bundle) -> dict:
         if not env_config:
             raise ValueError("--env ai2thor needs --env-config FILE: a YAML of AI2-THOR settings (task_specs, "
                              "houses, executable or commit_id/platform; see README, section AI2-THOR)")
-        if bundle.config.vision != "cnn":
-            raise ValueError(f"bundle {getattr(bundle, 'path', '')}: vision {bundle.config.vision!r} takes DINOv2 "
-                             "features, but the PPO loop and evaluation feed camera frames; AI2-THOR training "
-                             "here uses bundles with the trainable CNN (e.g. the tiny preset with both cameras)")
+        if bundle.config.vision == "dinov2":  # FLaRe's frozen DINOv2 reads 224x384 frames (flare_policy.vision)
+            from flare_policy.vision import FRAME_HW
+
+            bad = [c.name for c in bundle.cameras if tuple(c.input_shape[:2]) != tuple(FRAME_HW)]
+            if bad:
+                raise ValueError(f"bundle {getattr(bundle, 'path', '')}: DINOv2 vision needs {FRAME_HW[0]}x"
+                                 f"{FRAME_HW[1]} frames, but camera(s) {bad} are prepared to another size")
         from .thor import ThorSettings
 
         return {"env": "ai2thor", "settings": ThorSettings.from_yaml(env_config), "cameras": list(bundle.cameras)}
