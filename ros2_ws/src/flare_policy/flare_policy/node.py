@@ -67,7 +67,9 @@ from .rosutil import shutdown_executor
 NODE_NAME = "policy_node"
 SENSOR_QOS = QoSProfile(reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST, depth=1,
                         durability=DurabilityPolicy.VOLATILE)
-RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=10)
+# A reliable KEEP_LAST writer drops samples a slow reader has not yet acknowledged once `depth` newer ones exist:
+# 100 lets an observer (rosbag, a monitor on a loaded machine) fall ~100 steps behind without losing a command or status.
+RELIABLE = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=100)
 LATCHED = QoSProfile(reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST, depth=1,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
