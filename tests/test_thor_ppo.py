@@ -100,7 +100,7 @@ def dinov2_bundle(path: Path, dino_dir: Path, cameras=None) -> Path:
                        vision_encoder={"kind": "dinov2", "path": str(dino_dir)})
 
 
-def test_ppo_fine_tunes_a_dinov2_bundle_in_thor(tmp_path):
+def test_ppo_fine_tunes_a_dinov2_bundle_in_thor(tmp_path, capsys):
     """A bundle that reads DINOv2 features (as converted FLaRe checkpoints do): PPO computes each frame's
     features once, while collecting, and the update reuses them (first-epoch log-probs equal the rollout's)."""
     dino = random_dinov2(tmp_path / "dinov2", hidden_size=32, num_hidden_layers=1, num_attention_heads=2)
@@ -111,6 +111,15 @@ def test_ppo_fine_tunes_a_dinov2_bundle_in_thor(tmp_path):
                     checkpoint_every=1, progress=False, eval_every=2, eval_episodes=1, eval_envs=1)
     with pytest.raises(ValueError, match=r"DINOv2 directory .*elsewhere does not exist.*--vision-encoder-path"):
         train(cfg)
+    from flare_training.evaluate import main as eval_main
+    from flare_training.ppo import main as ppo_main
+
+    assert ppo_main(["--init", str(bundle), "--env", "ai2thor", "--env-config", str(thor), "--n-envs", "1",
+                     "--logdir", str(tmp_path / "cli"), "--no-progress"]) == 2
+    assert eval_main(["--bundle", str(bundle), "--task", "objectnav", "--env", "ai2thor", "--env-config",
+                      str(thor)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("elsewhere does not exist") == 2 and "Traceback" not in err
     cfg.vision_encoder_path = str(dino)
     s = train(cfg)
     assert s["updates"] == 2 and math.isfinite(s["last"]["losses/policy_loss"])

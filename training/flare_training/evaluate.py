@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -223,7 +224,11 @@ def main(argv=None) -> int:
     tasks = list(DEMO_TASKS) if a.task == ["all"] else a.task
     bundle = load_bundle(a.bundle)
     te = TextEncoder(bundle.text_encoder["kind"], bundle.text_encoder.get("path"))
-    vision = load_vision(bundle, "cpu", a.vision_encoder_path)
+    try:
+        vision = load_vision(bundle, "cpu", a.vision_encoder_path)
+    except ValueError as e:
+        print(f"flare-train eval: error: {e}", file=sys.stderr)
+        return 2
     out = []
     for task in tasks:
         t0 = time.time()

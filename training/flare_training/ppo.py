@@ -818,6 +818,9 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"flare-train ppo: {e}", file=sys.stderr)
         return EXIT_NONFINITE
+    except ValueError as e:  # a bundle, encoder or environment setting that cannot be used, named by the message
+        print(f"flare-train ppo: error: {e}", file=sys.stderr)
+        return 2
     finally:
         if tdist.is_initialized():
             tdist.destroy_process_group()
