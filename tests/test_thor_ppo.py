@@ -135,6 +135,12 @@ def test_ppo_fine_tunes_a_dinov2_bundle_in_thor(tmp_path, capsys):
                                                              for n in CAMERAS])
     with pytest.raises(ValueError, match=r"DINOv2 vision needs 224x384 frames"):
         evaluate(load_bundle(small), "objectnav", 1, env="ai2thor", env_config=str(thor), progress=False)
+    torch.manual_seed(0)
+    other = save_bundle(tmp_path / "other", PolicyNet(out.config), embodiment="stretch", cameras=out.cameras,
+                        text_encoder={"kind": "minilm"},
+                        vision_encoder={"kind": "dinov2", "path": str(dino), "weights_sha256": "0" * 64})
+    with pytest.raises(ValueError, match=r"not the one the bundle was converted with"):
+        evaluate(load_bundle(other), "objectnav", 1, env="ai2thor", env_config=str(thor), progress=False)
     wide = random_dinov2(tmp_path / "dinov2-48", hidden_size=48, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(ValueError, match=r"hidden size 48; the bundle's policy expects 32"):
         evaluate(out, "objectnav", 1, env="ai2thor", env_config=str(thor), progress=False,

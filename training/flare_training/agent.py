@@ -7,6 +7,8 @@ frozen DINOv2 vision (FLaRe's own, converted) get features instead of pixels: `l
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from flare_policy.model import PolicyInput
@@ -74,6 +76,13 @@ def load_vision(bundle, device="cpu", override_path: str = ""):
     if vision.dim != bundle.config.visual_dim:
         raise ValueError(f"DINOv2 at {vision.path} has hidden size {vision.dim}; the bundle's policy expects "
                          f"{bundle.config.visual_dim}")
+    # the weights the bundle was converted with (weights_sha256), checked as policy_node checks them
+    from flare_policy.node_params import ConfigError, check_encoders
+
+    try:
+        check_encoders(bundle, None, vision, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+    except ConfigError as e:
+        raise ValueError(f"{e} (--vision-encoder-path DIR points at the matching dinov2-small)") from None
     return vision
 
 

@@ -61,7 +61,7 @@ from flare_policy.embodiments import get_embodiment
 from flare_policy.model import ActorCritic, PolicyInput
 from flare_policy.model.policy import CriticHead
 
-from .agent import GoalBank, encode_frames, load_vision, make_input
+from .agent import GoalBank, camera_frames, encode_frames, load_vision, make_input
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
 from .envs.backends import backend_env_kwargs
@@ -389,8 +389,6 @@ def _features(obs: dict, vision, device) -> dict[str, torch.Tensor] | None:
     """{camera: (N, 1, C, h, w)} features of the current frames for a dinov2 bundle; None for cnn bundles."""
     if vision is None:
         return None
-    from .agent import camera_frames
-
     return encode_frames(camera_frames(obs["rgb"][:, None]), vision, device)
 
 
