@@ -73,3 +73,24 @@ def test_text_encoder_errors(t5_dir):
     with pytest.raises(OSError):
         TextEncoder("t5", t5_dir / "missing")
     assert text_encoder_from_spec({"kind": "t5", "path": "/nowhere"}, override_path=str(t5_dir)).path == str(t5_dir)
+
+
+def test_goal_bank_encodes_a_steps_new_goals_in_one_batch():
+    from flare_training.agent import GoalBank
+
+    enc = TextEncoder("minilm")  # own instance: an empty cache
+    calls = count_forwards(enc)
+    bank = GoalBank(enc)
+    goals = ["go to the red ball", "find a purple key", "go to the red ball", "grab the grey box"]
+    idx = bank.index(goals)
+    assert len(calls) == 1  # three new goals, one batched forward
+    assert idx.tolist() == [0, 1, 0, 2]
+    assert bank.index(["find a purple key"]).tolist() == [1] and len(calls) == 1
+    bank.index(["take the green ball"])  # a single new goal: one plain forward
+    assert len(calls) == 2
+    text, mask = bank.tensors()
+    single = TextEncoder("minilm")
+    for row, g in enumerate(["go to the red ball", "find a purple key", "grab the grey box"]):
+        ref = single.encode(g)
+        assert int(mask[row].sum()) == ref.shape[0]
+        torch.testing.assert_close(text[row, : ref.shape[0]], ref, atol=1e-5, rtol=1e-4)  # padding is masked

@@ -26,6 +26,7 @@ from flare_policy.model import PRESETS, PolicyNet
 from flare_policy.text import TextEncoder
 
 from .agent import GoalBank, make_input
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
 
@@ -139,6 +140,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     from flare_policy.cpuinfo import use_bf16
 
     torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     bf16 = use_bf16(cfg.amp)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

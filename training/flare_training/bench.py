@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .allocator import keep_freed_memory
+
 
 def make_random_bundle(out, preset: str = "tiny", embodiment: str = "sim", seed: int = 0, **overrides) -> Path:
     """A randomly initialised policy bundle (development, tests and benchmarks)."""
@@ -246,6 +248,7 @@ def bench_bc(data: list[str], steps: int, batch: int, window: int, threads: int,
     from .dataset import DemoDataset
 
     torch.set_num_threads(threads)
+    keep_freed_memory()
     t0 = time.perf_counter()
     ds = DemoDataset(data)
     ds.preload()
@@ -374,6 +377,7 @@ def update(argv) -> int:
     from flare_policy.model import PolicyInput, PolicyNet, tiny
 
     torch.set_num_threads(a.threads)
+    keep_freed_memory()
     print(describe())
     torch.manual_seed(0)
     net = PolicyNet(tiny())

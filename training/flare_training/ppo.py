@@ -62,6 +62,7 @@ from flare_policy.model import ActorCritic, PolicyInput
 from flare_policy.model.policy import CriticHead
 
 from .agent import GoalBank, camera_frames, encode_frames, load_vision, make_input
+from .allocator import keep_freed_memory
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
 from .envs.backends import backend_env_kwargs
@@ -572,6 +573,7 @@ def train(cfg: PPOConfig, resume: bool = False, text_encoder=None) -> dict:
     cfg.validate()
     world = setup_world(cfg)
     torch.set_num_threads(cfg.threads or auto_threads(world.local_size))
+    keep_freed_memory()
     rng = np.random.default_rng(cfg.seed + world.rank)
     device = world.device
     logdir = Path(cfg.logdir)

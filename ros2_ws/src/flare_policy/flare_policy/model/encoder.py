@@ -18,12 +18,14 @@ class FusionAttention(nn.Module):
         self.n_heads, self.dropout = n_heads, dropout
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(dim, dim) for _ in range(4))
 
-    def forward(self, x, key_mask, queries: int | None = None):
-        """x: (N, S, D). queries: only the first `queries` positions attend (all keys are still used)."""
+    def forward(self, x, key_mask, xq: torch.Tensor | None = None):
+        """x: (N, S, D). xq: the first Q positions of x, the only ones that attend (all keys are still used);
+        None: all of x."""
         N, S, D = x.shape
-        Q = S if queries is None else queries
+        xq = x if xq is None else xq
+        Q = xq.shape[1]
         split = lambda t, n: t.view(N, n, self.n_heads, D // self.n_heads).transpose(1, 2)  # noqa: E731
-        q = split(self.q_proj(x[:, :Q]), Q)
+        q = split(self.q_proj(xq), Q)
         k, v = split(self.k_proj(x), S), split(self.v_proj(x), S)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -42,8 +44,9 @@ class FusionLayer(nn.Module):
 
     def forward(self, x, key_mask, queries: int | None = None):
         """Returns (N, queries or S, D): the outputs of the first `queries` positions only."""
-        y = self.self_attn(x, key_mask, queries)
-        x = self.norm1((x if queries is None else x[:, :queries]) + self.drop(y))
+        xq = None if queries is None else x[:, :queries]  # sliced once: one zero-filled gradient, not two
+        y = self.self_attn(x, key_mask, xq)
+        x = self.norm1((x if xq is None else xq) + self.drop(y))
         return self.norm2(x + self.drop(self.linear2(self.drop(F.relu(self.linear1(x))))))
 
 
