@@ -128,3 +128,24 @@ def _run_again(args) -> str:
     with contextlib.redirect_stdout(buf):
         assert R.main(args) == 0
     return buf.getvalue()
+
+
+def test_budget_learning_rates_and_shared_ppo_settings():
+    b = replace(R.BUDGETS["small"], lr=1e-4, task_lr=(("pickup", 3e-5),), scratch_lr=3e-4, ppo=(("minibatches", 8),))
+    flare = R.Job("flare-pickup-sim-s0", "ppo", "pickup")
+    assert R.ppo_settings(flare, b)["lr"] == 3e-5
+    assert R.ppo_settings(R.Job("flare-fetch-sim-s0", "ppo", "fetch"), b)["lr"] == 1e-4
+    scratch = R.Job("scratch-sparse-pickup-sim-s0", "ppo", "pickup", ppo=R.RL_ROWS["scratch-sparse"])
+    assert R.ppo_settings(scratch, b)["lr"] == 3e-4
+    lr10 = R.Job("lr_x10-pickup-sim-s0", "ppo", "pickup", ppo=R.ABLATIONS["lr x10"])
+    s = R.ppo_settings(lr10, b)
+    assert s["lr"] == pytest.approx(3e-4) and "lr_scale" not in s and s["minibatches"] == 8
+    row = R.Job("x-pickup-sim-s0", "ppo", "pickup", ppo={"minibatches": 2})  # a row's setting wins
+    assert R.ppo_settings(row, b)["minibatches"] == 2
+    from flare_training.ppo import PPOConfig
+    assert set(R.ppo_settings(flare, b)) <= set(PPOConfig.__dataclass_fields__)
+    # set fields change the hash; the older budgets (all later fields at defaults) keep theirs
+    small = R.BUDGETS["small"]
+    assert flare.spec_hash(small) != flare.spec_hash(replace(small, task_lr=(("pickup", 3e-5),)))
+    assert flare.spec_hash(small) != flare.spec_hash(replace(small, ppo=(("minibatches", 8),)))
+    assert "task_lr" not in small.hashed() and "workers" not in small.hashed()

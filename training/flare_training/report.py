@@ -23,6 +23,7 @@ episodes (sampled actions) per update, smoothed over 3 updates; steps-to-90% rea
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
 import json
 import os
@@ -53,6 +54,19 @@ class Budget:
     lr: float  # FLaRe's 2e-5 is for 20M-param models over 17-47M steps; see ppo_pickup_short.yaml
     ablation_task: str
     workers: int  # jobs run in parallel, one torch thread each
+    # Fields added later; at their defaults they stay out of spec_hash, so older budgets' cached results stay valid.
+    task_lr: tuple[tuple[str, float], ...] = ()  # FLaRe's lr per task where it differs from `lr`
+    scratch_lr: float = 0.0  # lr of the from-scratch rows (0: the task's FLaRe lr)
+    ppo: tuple[tuple[str, object], ...] = ()  # PPOConfig fields set for every RL job (before the row's own)
+
+    def flare_lr(self, task: str) -> float:
+        return dict(self.task_lr).get(task, self.lr)
+
+    def hashed(self) -> dict:
+        """The fields that decide results (not `workers`; later fields only when set)."""
+        later = {"task_lr": (), "scratch_lr": 0.0, "ppo": ()}
+        return {k: v for k, v in asdict(self).items()
+                if k != "workers" and not (k in later and v == later[k])}
 
 
 BUDGETS = {
@@ -78,8 +92,7 @@ class Job:
     ppo: dict = field(default_factory=dict, hash=False)  # PPOConfig overrides
 
     def spec_hash(self, budget: Budget) -> str:
-        b = {k: v for k, v in asdict(budget).items() if k != "workers"}  # parallelism does not change results
-        blob = json.dumps({"job": asdict(self), "budget": b}, sort_keys=True)
+        blob = json.dumps({"job": asdict(self), "budget": budget.hashed()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -153,6 +166,16 @@ def _curve_from_metrics(path: Path) -> list[list[float]]:
     return curve
 
 
+def ppo_settings(job: Job, budget: Budget) -> dict:
+    """The PPOConfig fields a PPO job sets: the budget's, then the row's (lr_scale multiplies the row's lr)."""
+    over = {**dict(budget.ppo), **job.ppo}
+    scratch = over.get("init_weights") == "random"
+    lr = budget.scratch_lr if scratch and budget.scratch_lr else budget.flare_lr(job.task)
+    lr *= over.pop("lr_scale", 1.0)
+    return {"total_steps": budget.steps, "n_envs": budget.n_envs, "lr": lr,
+            "critic_warmup_steps": budget.critic_warmup_steps, **over}
+
+
 def run_job(job: Job, budget: Budget, run_dir: Path) -> dict:
     """Train (if RL) and evaluate one job in this process; returns its result record."""
     import torch
@@ -175,13 +198,10 @@ def run_job(job: Job, budget: Budget, run_dir: Path) -> dict:
     if job.kind == "ppo":
         from .ppo import PPOConfig, train
 
-        over = dict(job.ppo)
-        lr = budget.lr * over.pop("lr_scale", 1.0)
-        cfg = PPOConfig(init=BC_BUNDLE, task=job.task, embodiment=job.embodiment, total_steps=budget.steps,
-                        n_envs=budget.n_envs, lr=lr, critic_warmup_steps=budget.critic_warmup_steps, seed=job.seed,
+        cfg = PPOConfig(init=BC_BUNDLE, task=job.task, embodiment=job.embodiment, seed=job.seed,
                         logdir=str(run_dir / "ppo"), out=str(run_dir / "bundle"), checkpoint_every=2,
                         eval_every=0, eval_at_start=False, threads=1, progress=False, vec="sync")
-        for k, v in over.items():
+        for k, v in ppo_settings(job, budget).items():
             setattr(cfg, k, v)
         cfg.validate()
         summary = train(cfg, resume=True)
@@ -468,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                "default runs/report/mini-chores-<budget>")
     p.add_argument("--workers", type=int, default=0, help="parallel jobs (default: the budget's)")
     p.add_argument("--only-report", action="store_true", help="train nothing; build the report from cached results")
+    p.add_argument("--jobs", nargs="+", metavar="GLOB",
+                   help="run only the jobs whose id matches one of these patterns (e.g. 'flare-objectnav-*'; ids are "
+                        "<row>-<task>-<embodiment>-s<seed>, see --list); the report still covers every cached job")
+    p.add_argument("--list", action="store_true", help="print every job id with its state (cached / to run) and exit")
     p.add_argument("--run-job", help=argparse.SUPPRESS)  # internal: one job in a child process
     return p
 
@@ -488,9 +512,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"flare-train report: {BC_BUNDLE} not found; run from the repository root")
     layout = plan(budget, [s for s in SECTIONS if s in a.sections])
     jobs = list({j.id: j for rows in layout.values() for _, _, j in rows}.values())
-    (results_dir / "runs").mkdir(parents=True, exist_ok=True)
     done = load_results(results_dir, budget, jobs)
     todo = [j for j in jobs if j.id not in done]
+    if a.list:
+        for j in jobs:
+            print(f"{j.id:50s} {'cached' if j.id in done else 'to run'}")
+        return 0
+    (results_dir / "runs").mkdir(parents=True, exist_ok=True)
+    if a.jobs:
+        todo = [j for j in todo if any(fnmatch.fnmatchcase(j.id, g) for g in a.jobs)]
     print(f"report {budget.name}: {len(jobs)} jobs, {len(done)} cached, {len(todo)} to run", flush=True)
     t0 = time.perf_counter()
     failed = []
