@@ -156,7 +156,8 @@ def read_hdf5_task_specs(path: Path) -> list[ThorTaskSpec]:
                 g = f[key]
                 missing = [k for k in ("templated_task_spec", "house_index", "last_agent_location") if k not in g]
                 if missing:
-                    raise ThorDataError(f"{path}: episode {key!r} lacks {missing} (is this a SPOC hdf5_sensors.hdf5?)")
+                    raise ThorDataError(f"{path}: episode {key!r} lacks {missing} (is this a SPOC "
+                                        f"hdf5_sensors.hdf5?). {HOW_TO_GET_SPECS}")
                 params = json.loads(_bytes_to_str(g["templated_task_spec"][0]))
                 loc = np.asarray(g["last_agent_location"][0], dtype=np.float64)
                 exp = int(g["expert_length"][0]) if "expert_length" in g else (
@@ -166,7 +167,7 @@ def read_hdf5_task_specs(path: Path) -> list[ThorTaskSpec]:
                     start_position={"x": float(loc[0]), "y": float(loc[1]), "z": float(loc[2])},
                     start_yaw=float(loc[4]), params=params, expert_length=exp, source=f"{path}:{key}"))
     except OSError as e:
-        raise ThorDataError(f"{path}: not a readable HDF5 file ({e})") from None
+        raise ThorDataError(f"{path}: not a readable HDF5 file ({e}). {HOW_TO_GET_SPECS}") from None
     return specs
 
 
