@@ -47,3 +47,14 @@ def test_probe_figures_add_up():
         if k["steps"]:
             assert 0.0 <= k["mean_prob"] <= 1.0 and 0.0 <= k["taken"] <= 1.0
     assert math.isnan(r["auc"]) or 0.0 <= r["auc"] <= 1.0
+
+
+def test_goal_text_shares_of_a_full_factorial_design():
+    from flare_policy.text import TextEncoder
+    from flare_training.decision_probe import goal_text_shares
+
+    shares = goal_text_shares(TextEncoder("minilm"))
+    assert set(shares) == {"verb", "article", "colour", "type"}
+    assert all(0.0 <= v <= 1.0 for v in shares.values())
+    assert sum(shares.values()) <= 1.0 + 1e-6  # main effects of a balanced design partition part of the variance
+    assert shares["colour"] > 5 * shares["article"]  # MiniLM does encode the colour word

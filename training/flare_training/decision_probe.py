@@ -70,6 +70,27 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
                       for k, name in enumerate(KINDS)}}
 
 
+def goal_text_shares(text_encoder) -> dict[str, float]:
+    """Share of the variance of mean-pooled goal features explained by each part of the ObjectNav phrasing (verb,
+    article, colour, type), over every combination: does the goal text carry the colour at all?"""
+    import itertools
+
+    from minigrid.core.constants import COLOR_NAMES
+
+    from .envs.levels import NAV_VERBS, OBJ_TYPES
+
+    parts = list(itertools.product(NAV_VERBS, ("a", "the"), COLOR_NAMES, OBJ_TYPES))
+    X = np.stack([text_encoder.encode(" ".join(p)).mean(0).numpy() for p in parts])
+    X = X - X.mean(0)
+    total = float((X ** 2).sum())
+    out = {}
+    for i, name in enumerate(("verb", "article", "colour", "type")):
+        labels = np.array([p[i] for p in parts])
+        out[name] = sum(float((X[labels == v].mean(0) ** 2).sum()) * int((labels == v).sum())
+                        for v in set(labels)) / total
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m flare_training.decision_probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,6 +99,9 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=200, help="validation episodes (default 200)")
     p.add_argument("--split", default="val", choices=("val", "test", "train"))
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--goal-text", action="store_true",
+                   help="also print how much of the pooled goal features' variance (the bundle's text encoder, "
+                        "every ObjectNav phrasing) each part of the goal explains: verb, article, colour, type")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     a = p.parse_args(argv)
     import torch
@@ -100,6 +124,12 @@ def main(argv=None) -> int:
         if k["steps"]:
             print(f"  {name:24s} {k['steps']:5d} steps  mean P {k['mean_prob']:.3f}  taken {k['taken']:.3f}")
     print(f"  AUC for 'the object in front is the goal': {r['auc']:.3f}")
+    if a.goal_text:
+        from flare_policy.text import text_encoder_from_spec
+
+        r["goal_text_variance"] = goal_text_shares(text_encoder_from_spec(bundle.text_encoder))
+        print("pooled goal features, share of variance: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in r["goal_text_variance"].items()))
     if a.json:
         print(json.dumps(r))
     return 0
