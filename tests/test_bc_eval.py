@@ -135,3 +135,55 @@ def test_eval_record_writes_the_figures_into_the_bundle(tmp_path):
         assert row["env"] == "minichores" and row["kv_window"] == 1000
     assert (tmp_path / "b" / "model.safetensors").read_bytes() == weights
     load_bundle(tmp_path / "b")  # still a valid bundle
+
+
+def test_decision_weight_weights_the_steps_facing_an_object(demos):
+    import torch.nn.functional as F
+
+    from flare_policy.model import PolicyNet, tiny
+    from flare_policy.text import TextEncoder
+    from flare_training.agent import GoalBank, make_input
+    from flare_training.bc import bc_loss
+    from flare_training.envs.render import object_in_front
+
+    ds = DemoDataset([demos])
+    batch = sample_batch(ds, 4, 32, 8, np.random.default_rng(3))
+    front = object_in_front(batch["rgb"])
+    assert front.shape == (4, 32) and front[batch["valid"]].any() and not front[batch["valid"]].all()
+    torch.manual_seed(0)
+    model = PolicyNet(tiny())
+    bank = GoalBank(TextEncoder("minilm"))
+    plain, _ = bc_loss(model, batch, bank)
+    same, _ = bc_loss(model, batch, bank, decision_weight=1.0)
+    heavy, _ = bc_loss(model, batch, bank, decision_weight=10.0)
+    with torch.no_grad():
+        inp = make_input(batch["rgb"], bank.index(batch["goals"])[batch["goal_row"]], batch["prev"],
+                         batch["in_hand"], batch["step"], bank)
+        logits = model(inp)[0]
+        v = torch.as_tensor(batch["valid"])
+        ce = F.cross_entropy(logits[v], torch.as_tensor(batch["action"])[v], reduction="none")
+        w = torch.where(torch.as_tensor(front)[v], 10.0, 1.0)
+    assert float(same) == float(plain)
+    assert float(heavy) == pytest.approx(float((ce * w).sum() / w.sum()), rel=1e-5)
+    assert float(w.max()) == 10.0 and float(w.min()) == 1.0  # both kinds of step are in the batch
+
+
+def test_object_in_front_matches_the_simulator():
+    from flare_training.envs import make_env
+    from flare_training.envs.render import object_in_front
+
+    env = make_env("objectnav")
+    rng = np.random.default_rng(0)
+    seen = set()
+    for seed in range(12):
+        obs, _ = env.reset(seed=seed)
+        for t in range(40):
+            level = env.env.unwrapped
+            cell = level.grid.get(*level.front_pos)
+            truth = cell is not None and cell.type in ("ball", "box", "key")
+            assert bool(object_in_front(obs["rgb"])) == truth, (seed, t)
+            seen.add(truth)
+            obs, _, term, trunc, _ = env.step(int(rng.integers(0, 3)) if t % 5 else 0)
+            if term or trunc:
+                break
+    assert seen == {True, False}

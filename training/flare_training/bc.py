@@ -27,6 +27,7 @@ from flare_policy.text import TextEncoder
 
 from .agent import GoalBank, make_input
 from .allocator import keep_freed_memory
+from .envs.render import object_in_front
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
 
@@ -58,6 +59,10 @@ class BCConfig:
     # bf16 autocast of the forward pass: "auto" = on where the CPU computes bf16 natively (AVX-512 BF16 / AMX),
     # "on", "off" (fp32). Weights, optimizer state and the loss stay fp32.
     amp: str = "auto"
+    # Loss weight of the steps with a ball, box or key in the cell in front: where the policy commits (`end`,
+    # `pickup`) or must not. The expert walks straight to its goal, so these steps are ~1 in 30 of a demonstration
+    # and BC barely learns to compare the object with the goal (decision probe, README). 1 = plain BC.
+    decision_weight: float = 1.0
 
     @classmethod
     def from_yaml(cls, path) -> "BCConfig":
@@ -118,7 +123,7 @@ def sample_batch(dataset, batch: int, window: int, n_actions: int, rng: np.rando
     return out
 
 
-def bc_loss(model, batch, bank: GoalBank, bf16: bool = False):
+def bc_loss(model, batch, bank: GoalBank, bf16: bool = False, decision_weight: float = 1.0):
     goal_idx = bank.index(batch["goals"])[batch["goal_row"]]
     inp = make_input(batch["rgb"], goal_idx, batch["prev"], batch["in_hand"], batch["step"], bank)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -126,7 +131,12 @@ def bc_loss(model, batch, bank: GoalBank, bf16: bool = False):
     logits = logits.float()
     target = torch.as_tensor(batch["action"], dtype=torch.long)
     valid = torch.as_tensor(batch["valid"])
-    loss = F.cross_entropy(logits[valid], target[valid])
+    if decision_weight == 1.0:
+        loss = F.cross_entropy(logits[valid], target[valid])
+    else:  # weighted mean over the valid steps (BCConfig.decision_weight)
+        w = 1.0 + (decision_weight - 1.0) * torch.as_tensor(object_in_front(batch["rgb"]), dtype=torch.float32)
+        ce = F.cross_entropy(logits[valid], target[valid], reduction="none")
+        loss = (ce * w[valid]).sum() / w[valid].sum()
     acc = (logits[valid].argmax(-1) == target[valid]).float().mean()
     return loss, acc
 
@@ -139,6 +149,8 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
 
     from flare_policy.cpuinfo import use_bf16
 
+    if not cfg.decision_weight > 0:
+        raise ValueError(f"decision_weight must be > 0, got {cfg.decision_weight}")
     torch.set_num_threads(cfg.threads)
     keep_freed_memory()
     bf16 = use_bf16(cfg.amp)
@@ -203,7 +215,7 @@ def train(cfg: BCConfig, resume: bool = True) -> Path:
     t0, bar = time.time(), tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="bc", unit="step")
     for step in bar:
         batch = sample_batch(dataset, cfg.batch_size, cfg.window, model_cfg.n_actions, rng, shard_p)
-        loss, acc = bc_loss(model, batch, bank, bf16)
+        loss, acc = bc_loss(model, batch, bank, bf16, cfg.decision_weight)
         if not torch.isfinite(loss):
             sys.exit(f"flare-train bc: non-finite loss at step {step}; last good checkpoint kept at {ckpt_path}")
         opt.zero_grad(set_to_none=True)

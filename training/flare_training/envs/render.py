@@ -7,6 +7,8 @@ pixels are the same (checked in tests/test_envs.py).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from minigrid.core.constants import DIR_TO_VEC
 from minigrid.core.grid import Grid
@@ -70,6 +72,30 @@ def view_cells(level, view: int | None = None, direction: int | None = None):
             if not mask[i][j]:
                 cells[i][j] = None
     return cells, mask, world
+
+
+OBJECT_TYPES = ("ball", "box", "key")
+
+
+@functools.lru_cache(maxsize=None)
+def _object_tiles(tile: int) -> frozenset[bytes]:
+    """The pixels of every ball, box and key (each colour) as a visible egocentric tile."""
+    from minigrid.core.constants import COLOR_NAMES
+    from minigrid.core.world_object import Ball, Box, Key
+
+    return frozenset(np.asarray(Grid.render_tile(cls(color), agent_dir=None, highlight=True, tile_size=tile),
+                                np.uint8).tobytes() for cls in (Ball, Box, Key) for color in COLOR_NAMES)
+
+
+def object_in_front(rgb: np.ndarray, tile: int = 8) -> np.ndarray:
+    """(..., V*tile, V*tile, 3) egocentric frames -> (...) bool: a ball, box or key fills the cell in front of the
+    agent (the agent sits at the bottom centre, facing up). This is where a policy commits (`end`, `pickup`)."""
+    rgb = np.asarray(rgb)
+    V = rgb.shape[-2] // tile
+    front = rgb[..., (V - 2) * tile:(V - 1) * tile, (V // 2) * tile:(V // 2 + 1) * tile, :]
+    flat = np.ascontiguousarray(front).reshape(-1, tile * tile * 3)
+    known = _object_tiles(tile)
+    return np.array([row.tobytes() in known for row in flat], bool).reshape(rgb.shape[:-3])
 
 
 class PovRenderer:
