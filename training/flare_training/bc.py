@@ -252,5 +252,9 @@ def main(argv=None) -> int:
     for k in ("data", "out", "logdir", "steps"):
         if getattr(a, k) is not None:
             setattr(cfg, k, getattr(a, k))
-    train(cfg, resume=not a.fresh)
+    try:
+        train(cfg, resume=not a.fresh)
+    except ValueError as e:  # a bad option value (decision_weight, data_mix): say which, no traceback
+        print(f"flare-train bc: error: {e}", file=sys.stderr)
+        return 2
     return 0
