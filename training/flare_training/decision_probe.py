@@ -17,9 +17,10 @@ import sys
 
 import numpy as np
 
+from .envs.render import OBJECT_TYPES
+
 COMMIT = {"objectnav": "end", "pickup": "pickup", "fetch": "pickup"}
 KINDS = ("goal", "same type, other colour", "same colour, other type", "both differ")
-OBJECTS = ("ball", "box", "key")
 
 
 def relation(cell, level) -> int:
@@ -51,7 +52,7 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
         while not done:
             d = runner.act({camera: obs["rgb"]}, bool(obs["in_hand"]))
             cell = level.grid.get(*level.front_pos)
-            if cell is not None and cell.type in OBJECTS and not obs["in_hand"]:
+            if cell is not None and cell.type in OBJECT_TYPES and not obs["in_hand"]:
                 k = relation(cell, level)
                 probs[k].append(d.probs[commit])
                 taken[k].append(d.index == commit)

@@ -83,8 +83,9 @@ def _object_tiles(tile: int) -> frozenset[bytes]:
     from minigrid.core.constants import COLOR_NAMES
     from minigrid.core.world_object import Ball, Box, Key
 
-    return frozenset(np.asarray(Grid.render_tile(cls(color), agent_dir=None, highlight=True, tile_size=tile),
-                                np.uint8).tobytes() for cls in (Ball, Box, Key) for color in COLOR_NAMES)
+    classes = {"ball": Ball, "box": Box, "key": Key}
+    return frozenset(np.asarray(Grid.render_tile(classes[t](color), agent_dir=None, highlight=True, tile_size=tile),
+                                np.uint8).tobytes() for t in OBJECT_TYPES for color in COLOR_NAMES)
 
 
 def object_in_front(rgb: np.ndarray, tile: int = 8) -> np.ndarray:
@@ -94,7 +95,7 @@ def object_in_front(rgb: np.ndarray, tile: int = 8) -> np.ndarray:
     V = rgb.shape[-2] // tile
     front = rgb[..., (V - 2) * tile:(V - 1) * tile, (V // 2) * tile:(V // 2 + 1) * tile, :]
     flat = np.ascontiguousarray(front).reshape(-1, tile * tile * 3)
-    known = _object_tiles(tile)
+    known = _object_tiles(tile)  # every OBJECT_TYPES tile
     return np.array([row.tobytes() in known for row in flat], bool).reshape(rgb.shape[:-3])
 
 
