@@ -34,7 +34,7 @@ class GoalBank:
         new = {g for g in goals if g not in self.index_of}
         prefetch = getattr(self.text_encoder, "prefetch", None)  # TextEncoder has it
         if len(new) > 1 and prefetch is not None:  # one batched pass: a fresh run meets a new goal in every env
-            prefetch(sorted(new))
+            prefetch(new)
         for i, g in enumerate(goals):
             j = self.index_of.get(g)
             if j is None:

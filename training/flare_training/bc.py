@@ -27,9 +27,9 @@ from flare_policy.text import TextEncoder
 
 from .agent import GoalBank, make_input
 from .allocator import keep_freed_memory
-from .envs.render import object_in_front
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .configfile import dataclass_from_yaml
+from .envs.render import object_in_front
 
 
 @dataclass

@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .envs.render import OBJECT_TYPES
+from .envs.levels import OBJ_TYPES
 
 COMMIT = {"objectnav": "end", "pickup": "pickup", "fetch": "pickup"}
 KINDS = ("goal", "same type, other colour", "same colour, other type", "both differ")
@@ -52,7 +52,7 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
         while not done:
             d = runner.act({camera: obs["rgb"]}, bool(obs["in_hand"]))
             cell = level.grid.get(*level.front_pos)
-            if cell is not None and cell.type in OBJECT_TYPES and not obs["in_hand"]:
+            if cell is not None and cell.type in OBJ_TYPES and not obs["in_hand"]:
                 k = relation(cell, level)
                 probs[k].append(d.probs[commit])
                 taken[k].append(d.index == commit)
@@ -78,7 +78,7 @@ def goal_text_shares(text_encoder) -> dict[str, float]:
 
     from minigrid.core.constants import COLOR_NAMES
 
-    from .envs.levels import NAV_VERBS, OBJ_TYPES
+    from .envs.levels import NAV_VERBS
 
     parts = list(itertools.product(NAV_VERBS, ("a", "the"), COLOR_NAMES, OBJ_TYPES))
     X = np.stack([text_encoder.encode(" ".join(p)).mean(0).numpy() for p in parts])

@@ -79,7 +79,7 @@ BUDGETS = {
                     lr=3e-4, ablation_task="pickup", workers=2),
     # The FLaRe recipe of results/policies (configs flare_<family>_cpu.yaml, one stage): lr 1e-4 (3e-5 for pickup and
     # roomvisit, where 1e-4 lost success), 32 envs, 2 minibatches, critic warm-up 16k; scratch rows at PPO's usual
-    # 3e-4. One PPO job: ~28 min at 1 torch thread; 48 PPO jobs (+ SB3 and BC evaluations), ~11 h on 2 cores.
+    # 3e-4. One PPO job: ~31 min at 1 torch thread, two side by side; 48 PPO jobs (+ SB3, BC), ~12.5 h on 2 cores.
     "cpu": Budget("cpu", steps=131072, n_envs=32, seeds=(0, 1), eval_episodes=200, critic_warmup_steps=16384,
                   lr=1e-4, ablation_task="objectnav", workers=2, task_lr=(("pickup", 3e-5), ("roomvisit", 3e-5)),
                   scratch_lr=3e-4, ppo=(("minibatches", 2),)),
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="mini-chores", choices=("mini-chores",))
     p.add_argument("--budget", default="small", choices=sorted(BUDGETS),
                    help="small: 10,240 env steps per RL run, 1 seed, 80 eval episodes (41.5 min on 2 cores); "
-                        "cpu: 131k steps x 2 seeds, 200 eval episodes, the CPU FLaRe recipe (~11 h on 2 cores, "
+                        "cpu: 131k steps x 2 seeds, 200 eval episodes, the CPU FLaRe recipe (~12.5 h on 2 cores, "
                         "run it job by job with --jobs); full: 300k steps x 3 seeds, 500 eval episodes; smoke: "
                         "seconds, checks the plumbing (default small)")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)

@@ -74,18 +74,17 @@ def view_cells(level, view: int | None = None, direction: int | None = None):
     return cells, mask, world
 
 
-OBJECT_TYPES = ("ball", "box", "key")
-
-
 @functools.lru_cache(maxsize=None)
 def _object_tiles(tile: int) -> frozenset[bytes]:
     """The pixels of every ball, box and key (each colour) as a visible egocentric tile."""
     from minigrid.core.constants import COLOR_NAMES
     from minigrid.core.world_object import Ball, Box, Key
 
+    from .levels import OBJ_TYPES
+
     classes = {"ball": Ball, "box": Box, "key": Key}
     return frozenset(np.asarray(Grid.render_tile(classes[t](color), agent_dir=None, highlight=True, tile_size=tile),
-                                np.uint8).tobytes() for t in OBJECT_TYPES for color in COLOR_NAMES)
+                                np.uint8).tobytes() for t in OBJ_TYPES for color in COLOR_NAMES)
 
 
 def object_in_front(rgb: np.ndarray, tile: int = 8) -> np.ndarray:
@@ -95,7 +94,7 @@ def object_in_front(rgb: np.ndarray, tile: int = 8) -> np.ndarray:
     V = rgb.shape[-2] // tile
     front = rgb[..., (V - 2) * tile:(V - 1) * tile, (V // 2) * tile:(V // 2 + 1) * tile, :]
     flat = np.ascontiguousarray(front).reshape(-1, tile * tile * 3)
-    known = _object_tiles(tile)  # every OBJECT_TYPES tile
+    known = _object_tiles(tile)
     return np.array([row.tobytes() in known for row in flat], bool).reshape(rgb.shape[:-3])
 
 

@@ -31,8 +31,8 @@ DEFAULT_BUNDLE = "models/sim_tiny_flare_objectnav"  # FLaRe-fine-tuned; --bundle
 DEFAULT_OUT = "runs/demo"
 
 
-# Three ObjectNav test-split seeds the default bundle solves over this ROS path (and its stage-1 predecessor did:
-# the first three of the 22 it solved among the first 50 test seeds; README, "FLaRe fine-tuning"); --seeds runs others.
+# Three ObjectNav test-split seeds the default bundle solves over this ROS path (among the 25 of the first 47 test
+# seeds it solved there; README, "FLaRe fine-tuning"); --seeds runs others.
 DEFAULT_SEEDS = [1_500_000_002, 1_500_000_004, 1_500_000_005]
 
 
