@@ -47,6 +47,11 @@ def test_probe_figures_add_up():
         if k["steps"]:
             assert 0.0 <= k["mean_prob"] <= 1.0 and 0.0 <= k["taken"] <= 1.0
     assert math.isnan(r["auc"]) or 0.0 <= r["auc"] <= 1.0
+    pairs = r["colour_pairs"]  # a breakdown of the same-type, other-colour steps, most wrong commits first
+    assert pairs  # these seeds face one (grey goal, green key)
+    assert sum(e["steps"] for e in pairs) == r["kinds"][KINDS[1]]["steps"]
+    assert all(e["goal"] != e["seen"] and 0 <= e["commits"] <= e["steps"] for e in pairs)
+    assert [e["commits"] for e in pairs] == sorted((e["commits"] for e in pairs), reverse=True)
 
 
 def test_goal_text_shares_of_a_full_factorial_design():

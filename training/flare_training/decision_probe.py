@@ -5,7 +5,8 @@ object is in the cell in front of the agent, the probability of the family's com
 `end` for objectnav, `pickup` for pickup and fetch (while nothing is held). The steps are split by how the object
 relates to the goal: the goal itself, the same type in another colour, the same colour with another type, or both
 different. A policy that grounds the goal commits on the first kind only; the AUC of that probability for "this
-is the goal" summarises it (0.5: the goal text is ignored).
+is the goal" summarises it (0.5: the goal text is ignored). The same-type, other-colour steps are also split by
+(goal colour, colour in front), to show which colours the policy confuses.
 
     python -m flare_training.decision_probe --bundle models/sim_tiny_flare_objectnav --task objectnav --episodes 200
 """
@@ -43,6 +44,7 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
     env = make_env(task)
     probs: list[list[float]] = [[] for _ in KINDS]
     taken: list[list[bool]] = [[] for _ in KINDS]
+    pairs: dict[tuple[str, str], list[tuple[float, bool]]] = {}  # (goal colour, colour in front) -> (P, taken)
     successes = 0
     for seed in split_seeds(split, episodes):
         obs, _ = env.reset(seed=seed)
@@ -56,6 +58,9 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
                 k = relation(cell, level)
                 probs[k].append(d.probs[commit])
                 taken[k].append(d.index == commit)
+                if k == 1:
+                    pairs.setdefault((level.target_desc.color, cell.color), []).append(
+                        (d.probs[commit], d.index == commit))
             obs, _, term, trunc, info = env.step(d.index)
             done = term or trunc
         successes += bool(info.get("success"))
@@ -68,7 +73,11 @@ def probe(bundle, task: str, episodes: int, split: str = "val") -> dict:
             "success": successes / episodes, "auc": auc,
             "kinds": {name: {"steps": len(probs[k]), "mean_prob": float(np.mean(probs[k])) if probs[k] else None,
                              "taken": float(np.mean(taken[k])) if taken[k] else None}
-                      for k, name in enumerate(KINDS)}}
+                      for k, name in enumerate(KINDS)},
+            # most wrong commits first
+            "colour_pairs": sorted(({"goal": g, "seen": c, "steps": len(v), "mean_prob": float(np.mean([q for q, _ in v])),
+                                     "commits": int(sum(t for _, t in v))} for (g, c), v in pairs.items()),
+                                   key=lambda e: (-e["commits"], -e["mean_prob"]))}
 
 
 def goal_text_shares(text_encoder) -> dict[str, float]:
@@ -125,6 +134,11 @@ def main(argv=None) -> int:
         if k["steps"]:
             print(f"  {name:24s} {k['steps']:5d} steps  mean P {k['mean_prob']:.3f}  taken {k['taken']:.3f}")
     print(f"  AUC for 'the object in front is the goal': {r['auc']:.3f}")
+    if r["colour_pairs"]:
+        print("  same type, other colour, by (goal colour -> colour in front), most wrong commits first:")
+        for e in r["colour_pairs"][:8]:
+            print(f"    {e['goal']:>6s} -> {e['seen']:<6s} {e['steps']:4d} steps  mean P {e['mean_prob']:.3f}  "
+                  f"committed {e['commits']}")
     if a.goal_text:
         from flare_policy.text import text_encoder_from_spec
 
