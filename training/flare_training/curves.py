@@ -39,7 +39,8 @@ def plot(runs: list[str], out, bc: float | None = None, labels: list[str] | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    many = len(runs) > 4  # then the legend goes beside the axes, where it hides no curve
+    fig, ax = plt.subplots(figsize=(9.5 if many else 7, 4))
     for i, run in enumerate(runs):
         train, evals = read_metrics(run)
         label = labels[i] if labels and i < len(labels) else Path(run).name
@@ -48,17 +49,23 @@ def plot(runs: list[str], out, bc: float | None = None, labels: list[str] | None
             x, y = np.array(train).T
             k = max(1, min(smooth, len(y)))
             ys = np.convolve(y, np.ones(k) / k, mode="valid")
-            ax.plot(x[k - 1:], 100 * ys, color=color, alpha=0.6, label=f"{label} (training, sampled)")
+            ax.plot(x[k - 1:], 100 * ys, color=color, alpha=0.6, label=label)
         if evals:
             x, y = np.array(evals).T
-            ax.plot(x, 100 * y, "o-", color=color, label=f"{label} (validation)")
+            ax.plot(x, 100 * y, "o-", color=color, label=None if train else label)
+    # one entry per run; the line styles are explained once
+    ax.plot([], [], color="k", alpha=0.6, label="training episodes (sampled)")
+    ax.plot([], [], "o-", color="k", label="validation")
     if bc is not None:
         ax.axhline(100 * bc, color="k", ls="--", lw=1, label="BC (validation)")
     ax.set_xlabel("env steps")
     ax.set_ylabel("success (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if many:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     if title:
         ax.set_title(title)
     fig.tight_layout()

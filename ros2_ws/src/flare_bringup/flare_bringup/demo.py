@@ -31,7 +31,7 @@ DEFAULT_BUNDLE = "models/sim_tiny_flare_objectnav"  # FLaRe-fine-tuned; --bundle
 DEFAULT_OUT = "runs/demo"
 
 
-# Three ObjectNav test-split seeds the default bundle solves over this ROS path (among the 35 of the first 50 test
+# Three ObjectNav test-split seeds the default bundle solves over this ROS path (among the 33 of the first 50 test
 # seeds it solved there; README, "FLaRe fine-tuning"); --seeds runs others.
 DEFAULT_SEEDS = [1_500_000_002, 1_500_000_003, 1_500_000_006]
 
