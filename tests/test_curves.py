@@ -28,6 +28,26 @@ def test_curves_read_and_plot(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_curves_end_to_end_offsets_each_stage(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real_plot = matplotlib.axes.Axes.plot
+
+    def spy(self, x, y, *args, **kw):
+        if kw.get("label") == "b" or (len(args) and args[0] == "o-" and len(x)):
+            drawn.append((kw.get("label"), list(x)))
+        return real_plot(self, x, y, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    a, b = _run(tmp_path, "a", [0.1, 0.2, 0.4, 0.5]), _run(tmp_path, "b", [0.3] * 4)
+    plot([str(a), str(b)], tmp_path / "c.png", smooth=1, labels=["a", "b"], end_to_end=True)
+    train_b = next(x for label, x in drawn if label == "b")
+    assert train_b == [8192 + 2048, 8192 + 4096, 8192 + 6144, 8192 + 8192]  # b starts where a ended
+    evals = [x for label, x in drawn if label is None]
+    assert evals == [[4096, 8192], [8192 + 4096, 8192 + 8192]]
+
+
 def test_curves_missing_run(tmp_path):
     r = subprocess.run([sys.executable, "-m", "flare_training.cli", "curves", str(tmp_path / "nope"), "--out",
                         str(tmp_path / "c.png")], capture_output=True, text=True, timeout=120)

@@ -5,7 +5,10 @@
 Reads each run's `<logdir>/metrics.jsonl`: the training success rate of the episodes finished in each update
 (sampled actions, as collected; smoothed over `--smooth` updates) as a line, and the validation evaluations
 (`eval/success`, every `eval_every` updates) as markers. `--bc` draws the BC bundle's validation success as
-a dashed line (FLaRe's figures compare against the IL starting point).
+a dashed line (FLaRe's figures compare against the IL starting point). `--end-to-end` draws stages of one
+policy (each run initialised from the previous run's bundle) one after another on a common step axis:
+
+    flare-train curves runs/stage1 runs/stage2 runs/stage3 --end-to-end --bc 0.24 --out stages.png
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def read_metrics(logdir) -> tuple[list[tuple[int, float]], list[tuple[int, float
 
 
 def plot(runs: list[str], out, bc: float | None = None, labels: list[str] | None = None, smooth: int = 5,
-         title: str = "") -> Path:
+         title: str = "", end_to_end: bool = False) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,8 +44,13 @@ def plot(runs: list[str], out, bc: float | None = None, labels: list[str] | None
 
     many = len(runs) > 4  # then the legend goes beside the axes, where it hides no curve
     fig, ax = plt.subplots(figsize=(9.5 if many else 7, 4))
+    offset = 0  # end to end: env steps of the earlier stages
     for i, run in enumerate(runs):
         train, evals = read_metrics(run)
+        if end_to_end:
+            train = [(step + offset, v) for step, v in train]
+            evals = [(step + offset, v) for step, v in evals]
+            offset = max([step for step, _ in train + evals], default=offset)
         label = labels[i] if labels and i < len(labels) else Path(run).name
         color = f"C{i}"
         if train:
@@ -85,9 +93,11 @@ def main(argv=None) -> int:
     p.add_argument("--labels", nargs="+", help="one label per run (default: directory names)")
     p.add_argument("--smooth", type=int, default=5, help="updates averaged in the training curve (default 5)")
     p.add_argument("--title", default="")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="the runs are stages of one policy, in order: draw each from the previous one's last env step")
     a = p.parse_args(argv)
     try:
-        print(plot(a.runs, a.out, a.bc, a.labels, a.smooth, a.title))
+        print(plot(a.runs, a.out, a.bc, a.labels, a.smooth, a.title, a.end_to_end))
     except FileNotFoundError as e:
         p.exit(2, f"flare-train curves: {e}\n")
     return 0
