@@ -103,6 +103,27 @@ def test_report_regenerates_from_cached_results_without_training(tmp_path, monke
     assert json.loads((results / "report.json").read_text())["missing"] == [layout["embodiment"][1][2].id]
 
 
+def test_table2_states_the_gain_over_zero_shot_per_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    b = R.BUDGETS["smoke"]
+    layout = R.plan(b, ["table2"])
+    results = tmp_path / "results"
+    (results / "runs").mkdir(parents=True)
+    zero, flare = {"objectnav_localref": 0.25, "objectnav_affordance": 0.4}, {"objectnav_localref": 0.5,
+                                                                              "objectnav_affordance": 0.5}
+    for label, task, job in layout["table2"]:  # roomnav and the scratch rows stay missing
+        if label in ("BC zero-shot", "FLaRe") and task in zero:
+            ok = (zero if label == "BC zero-shot" else flare)[task]
+            curve = [[256, 0.1, 5.0], [512, ok, 9.0]] if job.kind == "ppo" else None
+            (results / "runs" / f"{job.id}.json").write_text(json.dumps(_record(job, b, ok, curve)))
+    args = ["--budget", "smoke", "--sections", "table2", "--results", str(results), "--runs", str(tmp_path / "r"),
+            "--only-report"]
+    assert R.main(args) == 0
+    md = (results / "report.md").read_text()
+    assert ("FLaRe − BC zero-shot: objectnav_localref +25.0, objectnav_affordance +10.0 points; ≥ +20 on 1 of 2 "
+            "measured (target: at least two of 3).") in md
+
+
 @pytest.mark.timeout(600)
 def test_smoke_budget_end_to_end(tmp_path, monkeypatch):
     """Real jobs in child processes: BC zero-shot eval, FLaRe PPO and scratch PPO on sim_locobot (a few seconds each)."""
